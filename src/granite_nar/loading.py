@@ -1,0 +1,128 @@
+"""Reading checkpoints: native folders through transformers, original (remote-code) folders here.
+
+Everything works offline from a local folder or the local Hub cache; nothing here executes code from a
+checkpoint, and only safetensors files are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .original_layout import OriginalLayoutError, convert_config_dict, convert_state_dict, is_original_config
+
+__all__ = [
+    "resolve_checkpoint_folder",
+    "read_safetensors",
+    "load_original_checkpoint",
+    "is_original_checkpoint",
+]
+
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+
+def resolve_checkpoint_folder(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    local_files_only: bool | None = None,
+    token: str | bool | None = None,
+) -> Path:
+    """A local folder as is; a Hub id through the Hub cache (``HF_HUB_OFFLINE=1`` reads only the cache)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            str(name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=bool(local_files_only),
+            token=token,
+            allow_patterns=_HUB_FILES,
+        )
+    )
+
+
+def is_original_checkpoint(folder: str | Path) -> bool:
+    config = Path(folder) / "config.json"
+    return config.is_file() and is_original_config(json.loads(config.read_text()))
+
+
+def read_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's ``model.safetensors`` or of the shards its index lists."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise FileNotFoundError(f"shard {shard} listed in {index} is missing.")
+            tensors.update(load_file(folder / shard))
+        return tensors
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in {folder}.")
+    return load_file(single)
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], tied: set[str]) -> None:
+    """Raise one clear error listing every missing, unexpected and mis-shaped tensor."""
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in tied}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+        for k in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors ({len(missing)}): {', '.join(missing[:10])}")
+    if unexpected:
+        problems.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:10])}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:10])}")
+    if problems:
+        raise OriginalLayoutError("checkpoint does not match the model: " + " | ".join(problems))
+
+
+def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu"):
+    """Build ``model_cls(config)`` on the meta device and assign ``state_dict`` with a strict check."""
+    with torch.device("meta"):
+        model = model_cls(config)
+    tied = {"lm_head.weight"} if hasattr(model, "lm_head") else set()
+    check_state_dict(model, state_dict, tied)
+    model.load_state_dict(state_dict, strict=False, assign=True)
+    model.materialize_buffers(device)
+    model.tie_weights()
+    model = model.to(device=device)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return model.eval()
+
+
+def load_original_checkpoint(
+    folder: str | Path, model_cls=None, dtype=None, device="cpu", attn_implementation=None
+):
+    """Load a folder in the original remote-code layout into a native model, without remote code."""
+    from .configuration import GraniteSpeechNarConfig
+    from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
+
+    folder = Path(folder)
+    model_cls = model_cls or GraniteSpeechNarForCTC
+    config = GraniteSpeechNarConfig(**convert_config_dict(json.loads((folder / "config.json").read_text())))
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+        config.text_config._attn_implementation = attn_implementation
+    state_dict = convert_state_dict(read_safetensors(folder))
+    if model_cls is not GraniteSpeechNarForCTC:  # the base model has no "model." prefix
+        state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+    return build_from_state_dict(model_cls, config, state_dict, dtype=dtype, device=device)

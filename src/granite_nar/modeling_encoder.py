@@ -1,0 +1,297 @@
+"""Conformer CTC encoder of Granite Speech NAR (SPEC §3.1).
+
+The block structure and tensor names are those of Granite Speech's conformer
+(``transformers.models.granite_speech``). The code is our own because the released reference has no
+padding mask: frames past an utterance's end are ordinary frames there, so a transcript depends on
+what else is in the batch. Here every step that mixes frames (block attention, the depthwise
+convolution, the pooling) ignores frames past each utterance's length (SPEC §11.3). For a batch of
+one the operations are exactly the reference's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from .configuration import GraniteSpeechNarEncoderConfig
+
+__all__ = [
+    "GraniteSpeechNarEncoder",
+    "GraniteSpeechNarEncoderOutput",
+    "lengths_to_mask",
+    "relative_distances",
+]
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """``(B,)`` lengths → ``(B, max_length)`` bool mask, True on valid positions."""
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def relative_distances(context_size: int, max_pos_emb: int, device=None) -> torch.Tensor:
+    """``(C, C)`` rows of the Shaw table: ``clamp(i - j, -C, C) + max_pos_emb`` (SPEC §3.1.3 step 4)."""
+    seq = torch.arange(context_size, device=device)
+    return (seq[:, None] - seq[None, :]).clamp(-context_size, context_size) + max_pos_emb
+
+
+@dataclass
+class GraniteSpeechNarEncoderOutput(ModelOutput):
+    """Outputs of :class:`GraniteSpeechNarEncoder`.
+
+    Args:
+        last_hidden_state: ``(B, T, hidden_dim)`` output of the last block.
+        projector_input: ``(B, T, hidden_dim * num_exported_layers)``, the concatenation of the
+            ``cat_hidden_layers`` hidden states and the last layer, fed to the projector.
+        pooled_hidden_states: ``(B, ceil(T / pooling_window), hidden_dim)`` posterior-weighted pooled
+            last layer, input of the BPE CTC head.
+        pooled_lengths: ``(B,)`` valid pooled windows per utterance, ``ceil(T_b / pooling_window)``.
+        char_logits: ``(B, T, output_dim)`` logits of the mid-layer character CTC head.
+        hidden_states: ``(input_linear output, block 1, ..., block N)`` when requested.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    projector_input: torch.Tensor | None = None
+    pooled_hidden_states: torch.Tensor | None = None
+    pooled_lengths: torch.Tensor | None = None
+    char_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class GraniteSpeechNarConformerFeedForward(nn.Module):
+    """``down_proj(SiLU(up_proj(LN(x))))``, used twice per block with a 0.5 residual weight."""
+
+    def __init__(self, config: GraniteSpeechNarEncoderConfig):
+        super().__init__()
+        self.pre_norm = nn.LayerNorm(config.hidden_dim)
+        self.up_proj = nn.Linear(config.hidden_dim, config.hidden_dim * config.feedforward_mult)
+        self.silu = nn.SiLU()
+        self.dropout = nn.Dropout(config.dropout)
+        self.down_proj = nn.Linear(config.hidden_dim * config.feedforward_mult, config.hidden_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.silu(self.up_proj(self.pre_norm(hidden_states))))
+        return self.dropout(self.down_proj(hidden_states))
+
+
+class GraniteSpeechNarConformerAttention(nn.Module):
+    """Block ("context") attention with Shaw relative positions (SPEC §3.1.3).
+
+    Frames attend only inside their own ``context_size``-frame block. The reference masks only the
+    zero padding of the batch's last block; we mask every key past the utterance's own length, which
+    is the same thing for a batch of one and makes batched results equal to single ones.
+    """
+
+    def __init__(self, config: GraniteSpeechNarEncoderConfig):
+        super().__init__()
+        inner_dim = config.dim_head * config.num_heads
+        self.context_size = config.context_size
+        self.num_heads = config.num_heads
+        self.dim_head = config.dim_head
+        self.scale = self.dim_head**-0.5
+        self.pre_norm = nn.LayerNorm(config.hidden_dim)
+        self.to_q = nn.Linear(config.hidden_dim, inner_dim, bias=False)
+        self.to_kv = nn.Linear(config.hidden_dim, inner_dim * 2, bias=False)
+        self.to_out = nn.Linear(inner_dim, config.hidden_dim)
+        self.rel_pos_emb = nn.Embedding(2 * config.max_pos_emb + 1, self.dim_head)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_dists: torch.Tensor, key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, T, D)`` → ``(B, T, D)``; ``key_mask`` ``(B, T)`` is True on valid frames."""
+        hidden_states = self.pre_norm(hidden_states)
+        bsz, num_frames, _ = hidden_states.shape
+        num_blocks = -(num_frames // -self.context_size)
+        pad = num_blocks * self.context_size - num_frames
+        # Padding comes after the LayerNorm, as in the reference (SPEC §3.1.3 step 1).
+        hidden_states = F.pad(hidden_states, (0, 0, 0, pad))
+        key_mask = F.pad(key_mask, (0, pad), value=False)
+
+        flat = bsz * num_blocks
+        query = self.to_q(hidden_states)
+        key, value = self.to_kv(hidden_states).chunk(2, dim=-1)
+        # (B, nb * C, H * d) -> (B * nb, H, C, d)
+        query = query.reshape(flat, self.context_size, self.num_heads, -1).transpose(1, 2)
+        key = key.reshape(flat, self.context_size, self.num_heads, -1).transpose(1, 2)
+        value = value.reshape(flat, self.context_size, self.num_heads, -1).transpose(1, 2)
+
+        rel_pos = self.rel_pos_emb(attention_dists)  # (C, C, d)
+        pos_attn = torch.einsum("bhcd,crd->bhcr", query, rel_pos) * self.scale  # (B * nb, H, C, C)
+
+        # (B * nb, 1, 1, C): keys past the utterance's end never receive weight. Rows whose keys are all
+        # masked (queries in pure padding) become uniform and are discarded by the caller.
+        invalid_keys = ~key_mask.reshape(flat, 1, 1, self.context_size)
+        if invalid_keys.any():
+            pos_attn = pos_attn.masked_fill(invalid_keys, -torch.finfo(pos_attn.dtype).max)
+
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=pos_attn, scale=self.scale)
+        out = out.transpose(1, 2).reshape(bsz, num_blocks * self.context_size, -1)  # (B, nb * C, H * d)
+        return self.dropout(self.to_out(out[:, :num_frames]))
+
+
+class GraniteSpeechNarConformerDepthWiseConv1d(nn.Module):
+    """Depthwise Conv1d after explicit ``(k // 2, k // 2 - (k + 1) % 2)`` zero padding, no bias."""
+
+    def __init__(self, chan_in: int, chan_out: int, kernel_size: int):
+        super().__init__()
+        pad = kernel_size // 2
+        self.padding = (pad, pad - (kernel_size + 1) % 2)
+        self.conv = nn.Conv1d(chan_in, chan_out, kernel_size, groups=chan_in, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(hidden_states, self.padding))
+
+
+class GraniteSpeechNarConformerConvModule(nn.Module):
+    """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (SPEC §3.1.2)."""
+
+    def __init__(self, config: GraniteSpeechNarEncoderConfig):
+        super().__init__()
+        inner_dim = config.hidden_dim * config.conv_expansion_factor
+        self.norm = nn.LayerNorm(config.hidden_dim)
+        self.up_conv = nn.Conv1d(config.hidden_dim, inner_dim * 2, 1)
+        self.glu = nn.GLU(dim=1)
+        self.depth_conv = GraniteSpeechNarConformerDepthWiseConv1d(
+            inner_dim, inner_dim, config.conv_kernel_size
+        )
+        self.silu = nn.SiLU()
+        self.batch_norm = nn.BatchNorm1d(inner_dim)
+        self.down_conv = nn.Conv1d(inner_dim, config.hidden_dim, 1)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = self.glu(self.up_conv(self.norm(hidden_states).transpose(1, 2)))  # (B, 2D', T)
+        if frame_mask is not None:
+            # Frames past the utterance's end must look like the reference's zero padding to the kernel.
+            hidden_states = hidden_states * frame_mask[:, None, :].to(hidden_states.dtype)
+        hidden_states = self.silu(self.batch_norm(self.depth_conv(hidden_states)))
+        return self.dropout(self.down_conv(hidden_states).transpose(1, 2))  # (B, T, D)
+
+
+class GraniteSpeechNarConformerBlock(nn.Module):
+    """Macaron conformer block: ½FF, attention, convolution, ½FF, LayerNorm."""
+
+    def __init__(self, config: GraniteSpeechNarEncoderConfig):
+        super().__init__()
+        self.ff1 = GraniteSpeechNarConformerFeedForward(config)
+        self.attn = GraniteSpeechNarConformerAttention(config)
+        self.conv = GraniteSpeechNarConformerConvModule(config)
+        self.ff2 = GraniteSpeechNarConformerFeedForward(config)
+        self.post_norm = nn.LayerNorm(config.hidden_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_dists: torch.Tensor,
+        frame_mask: torch.Tensor,
+        conv_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        hidden_states = 0.5 * self.ff1(hidden_states) + hidden_states
+        hidden_states = self.attn(hidden_states, attention_dists, frame_mask) + hidden_states
+        hidden_states = self.conv(hidden_states, conv_mask) + hidden_states
+        hidden_states = 0.5 * self.ff2(hidden_states) + hidden_states
+        return self.post_norm(hidden_states)
+
+
+class GraniteSpeechNarEncoder(nn.Module):
+    """Conformer encoder with self-conditioned character CTC and posterior-weighted pooling.
+
+    Input ``(B, T, input_dim)`` stacked log-mel frames (20 ms each) and a ``(B, T)`` mask; output
+    the projector input (concatenated hidden states) and the pooled 80 ms windows for the BPE head.
+    """
+
+    def __init__(self, config: GraniteSpeechNarEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer(
+            "attention_dists", relative_distances(config.context_size, config.max_pos_emb), persistent=False
+        )
+        self.input_linear = nn.Linear(config.input_dim, config.hidden_dim)
+        self.layers = nn.ModuleList(
+            [GraniteSpeechNarConformerBlock(config) for _ in range(config.num_layers)]
+        )
+        self.out = nn.Linear(config.hidden_dim, config.output_dim)
+        self.out_mid = nn.Linear(config.output_dim, config.hidden_dim)
+        self.pred_dropout = nn.Dropout(config.pred_dropout)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> GraniteSpeechNarEncoderOutput:
+        """Args:
+        input_features: ``(B, T, input_dim)``.
+        input_features_mask: ``(B, T)`` bool, True on valid frames; ``None`` means all valid.
+        """
+        config = self.config
+        bsz, num_frames, _ = input_features.shape
+        if input_features_mask is None:
+            input_features_mask = torch.ones(bsz, num_frames, dtype=torch.bool, device=input_features.device)
+        frame_mask = input_features_mask.bool()
+        # Only batches with padding need the conv zeroing; a full mask keeps the reference's exact ops.
+        conv_mask = None if bool(frame_mask.all()) else frame_mask
+
+        hidden_states = self.input_linear(input_features.to(self.input_linear.weight.dtype))
+        all_hidden = [hidden_states]
+        exported = {0: hidden_states} if 0 in config.cat_hidden_layers else {}
+        blank_prob = None
+        char_logits = None
+        for idx, layer in enumerate(self.layers, start=1):
+            if self.gradient_checkpointing and self.training:
+                hidden_states = torch.utils.checkpoint.checkpoint(
+                    layer, hidden_states, self.attention_dists, frame_mask, conv_mask, use_reentrant=False
+                )
+            else:
+                hidden_states = layer(hidden_states, self.attention_dists, frame_mask, conv_mask)
+            if idx == config.self_conditioning_layer:
+                if not config.export_after_self_conditioning and idx in config.cat_hidden_layers:
+                    exported[idx] = hidden_states
+                # Self-conditioning (SPEC §3.1.4): softmax in float32, fed back into the residual stream.
+                char_logits = self.out(self.pred_dropout(hidden_states))
+                probs = char_logits.float().softmax(dim=-1)
+                blank_prob = probs[..., 0]  # (B, T), char-CTC blank is index 0
+                hidden_states = hidden_states + self.out_mid(probs.to(hidden_states.dtype))
+            if idx in config.cat_hidden_layers and idx not in exported:
+                exported[idx] = hidden_states
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+
+        projector_input = torch.cat([*(exported[i] for i in config.cat_hidden_layers), hidden_states], dim=-1)
+        pooled, pooled_lengths = self.pool(hidden_states, blank_prob, frame_mask)
+        return GraniteSpeechNarEncoderOutput(
+            last_hidden_state=hidden_states,
+            projector_input=projector_input,
+            pooled_hidden_states=pooled,
+            pooled_lengths=pooled_lengths,
+            char_logits=char_logits,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+        )
+
+    def pool(
+        self, hidden_states: torch.Tensor, blank_prob: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior-weighted pooling of the last layer into ``pooling_window``-frame windows (SPEC §3.1.6).
+
+        ``w_t = (1 - p_blank_t) / (Σ_window (1 - p_blank) + 1e-8)``, in float32. Frames past an
+        utterance's end get weight 0, like the reference's zero padding.
+        Returns ``(B, ceil(T / w), D)`` in the model dtype and the ``(B,)`` valid window counts.
+        """
+        window = self.config.pooling_window
+        bsz, num_frames, dim = hidden_states.shape
+        valid = frame_mask.float()
+        importance = (1.0 - blank_prob.float()) * valid  # (B, T)
+        states = hidden_states.float() * valid[..., None]
+        pad = -num_frames % window
+        importance = F.pad(importance, (0, pad)).view(bsz, -1, window)  # (B, nw, w)
+        states = F.pad(states, (0, 0, 0, pad)).view(bsz, -1, window, dim)  # (B, nw, w, D)
+        weights = importance / (importance.sum(dim=-1, keepdim=True) + 1e-8)
+        pooled = (weights[..., None] * states).sum(dim=2).to(hidden_states.dtype)  # (B, nw, D)
+        pooled_lengths = -(frame_mask.sum(dim=1) // -window)
+        return self.pred_dropout(pooled), pooled_lengths

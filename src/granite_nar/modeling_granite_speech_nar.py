@@ -1,0 +1,577 @@
+"""Granite Speech NAR: CTC draft → bidirectional LLM edit (SPEC §0, §4).
+
+Data flow for a batch of ``B`` utterances::
+
+    input_features (B, T, 160) ── encoder ──┬─ pooled windows (B, ceil(T/4), 1024) ── out_bpe ── greedy CTC ── draft ids
+                                            └─ 4 hidden states (B, T, 4096) ── projector ── /12 ── audio embeds (B, T//5, 2048)
+    per utterance: [audio embeds ; embed(slots(draft))]  ──► packed (1, ΣL, 2048) ── bidirectional editor
+    slot rows ── lm_head (tied) / 8 ── greedy CTC ── edited ids            (repeat for num_editing_steps)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.models.granite.modeling_granite import GraniteRotaryEmbedding
+from transformers.utils import ModelOutput
+
+from .configuration import GraniteSpeechNarConfig
+from .ctc import build_slots, copy_loss, ctc_collapse, ctc_greedy_decode, ctc_loss_from_flat_logits
+from .modeling_editor import GraniteSpeechNarTextModel, PackedSequences
+from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask, relative_distances
+from .modeling_projector import GraniteSpeechNarProjector, GraniteSpeechNarQFormer
+
+__all__ = [
+    "GraniteSpeechNarPreTrainedModel",
+    "GraniteSpeechNarModel",
+    "GraniteSpeechNarForCTC",
+    "GraniteSpeechNarAudioOutput",
+    "GraniteSpeechNarModelOutput",
+    "GraniteSpeechNarOutput",
+    "GraniteSpeechNarGenerateOutput",
+]
+
+# Rows of the (rows × vocabulary) BPE logits computed at once when only the argmax is needed (SPEC §11.5).
+_BPE_ARGMAX_CHUNK = 2048
+
+
+@dataclass
+class GraniteSpeechNarAudioOutput(ModelOutput):
+    """What the encoder, BPE head and projector produce; reused by every editing step.
+
+    Args:
+        audio_embeds: ``(B, A_max, D)`` audio embeddings (already divided by ``embedding_multiplier``
+            when ``scale_projected_embeddings``); utterance ``b`` uses its first ``audio_lengths[b]`` rows.
+        audio_lengths: ``(B,)`` ``T_b // downsample_rate``.
+        draft_ids: list of ``B`` 1-D LongTensors, the greedy BPE-CTC hypotheses.
+        bpe_logits: ``(Σ ceil(T_b/4), V)`` flat BPE logits, only when requested (or for the encoder loss).
+        bpe_lengths: ``(B,)`` ``ceil(T_b / pooling_window)``.
+        encoder_hidden_states: encoder hidden states when requested.
+    """
+
+    audio_embeds: torch.Tensor | None = None
+    audio_lengths: torch.Tensor | None = None
+    draft_ids: list[torch.Tensor] | None = None
+    bpe_logits: torch.Tensor | None = None
+    bpe_lengths: torch.Tensor | None = None
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class GraniteSpeechNarModelOutput(ModelOutput):
+    """Outputs of :class:`GraniteSpeechNarModel`.
+
+    Args:
+        last_hidden_state: ``(1, ΣS, D)`` editor states at the slot rows of all utterances, packed.
+        seq_lengths: ``(B,)`` slot rows per utterance ``S_b``.
+        inserted_ctc_token_ids: ``(ΣS,)`` the slot ids fed to the editor (blanks around the draft).
+        draft_ids, bpe_logits, bpe_lengths, audio_embeds, audio_lengths: see
+            :class:`GraniteSpeechNarAudioOutput` (``None`` when ``audio_embeds`` were given).
+        hidden_states: editor hidden states of the whole packed row when requested.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    seq_lengths: torch.Tensor | None = None
+    inserted_ctc_token_ids: torch.Tensor | None = None
+    draft_ids: list[torch.Tensor] | None = None
+    bpe_logits: torch.Tensor | None = None
+    bpe_lengths: torch.Tensor | None = None
+    audio_embeds: torch.Tensor | None = None
+    audio_lengths: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class GraniteSpeechNarOutput(ModelOutput):
+    """Outputs of :meth:`GraniteSpeechNarForCTC.forward`.
+
+    Args:
+        loss: ``ctc_loss + ce_loss_lambda * ce_loss + encoder_ctc_loss_lambda * encoder_ctc_loss``.
+        ctc_loss, ce_loss, encoder_ctc_loss: the components (``None`` when their weight is 0).
+        logits: ``(1, ΣS, V)`` slot logits of all utterances, packed, divided by ``logits_scaling``.
+        seq_lengths: ``(B,)`` slot rows per utterance.
+        inserted_ctc_token_ids: ``(ΣS,)`` the slot ids the editor saw.
+        draft_ids: the BPE-CTC drafts.
+        encoder_logits: flat BPE logits when requested, ``(Σ ceil(T_b/4), V)``; ``encoder_lengths`` per utterance.
+    """
+
+    loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    encoder_ctc_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    seq_lengths: torch.Tensor | None = None
+    inserted_ctc_token_ids: torch.Tensor | None = None
+    draft_ids: list[torch.Tensor] | None = None
+    encoder_logits: torch.Tensor | None = None
+    encoder_lengths: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class GraniteSpeechNarGenerateOutput(ModelOutput):
+    """Outputs of :meth:`GraniteSpeechNarForCTC.generate` with ``return_dict_in_generate=True``.
+
+    Args:
+        sequences: list of ``B`` 1-D LongTensors, the edited transcripts after the last step.
+        encoder_sequences: list of ``B`` 1-D LongTensors, the BPE-CTC drafts.
+        logits: list of ``B`` ``(S_b, V)`` slot logits of the last step (divided by ``logits_scaling``).
+        seq_lengths: ``(B,)`` slot rows per utterance in the last step.
+        step_sequences: the transcripts after each editing step (``num_editing_steps`` lists).
+    """
+
+    sequences: list[torch.Tensor] | None = None
+    encoder_sequences: list[torch.Tensor] | None = None
+    logits: list[torch.Tensor] | None = None
+    seq_lengths: torch.Tensor | None = None
+    step_sequences: list[list[torch.Tensor]] | None = None
+
+
+class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
+    config: GraniteSpeechNarConfig
+    config_class = GraniteSpeechNarConfig
+    base_model_prefix = "model"
+    main_input_name = "input_features"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["GraniteSpeechNarConformerBlock", "GraniteSpeechNarEditorLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, GraniteSpeechNarEncoder):
+            init.copy_(
+                module.attention_dists,
+                relative_distances(module.config.context_size, module.config.max_pos_emb),
+            )
+        elif isinstance(module, GraniteSpeechNarQFormer):
+            init.normal_(module.queries, mean=0.0, std=std)
+            init.normal_(module.pos_emb, mean=0.0, std=std)
+
+    def materialize_buffers(self, device: torch.device | str = "cpu") -> None:
+        """Recompute the non-persistent buffers (relative distances, RoPE frequencies) on ``device``.
+
+        Needed after building on the ``meta`` device and assigning a state dict, which holds no buffers.
+        """
+        for module in self.modules():
+            if isinstance(module, GraniteSpeechNarEncoder):
+                cfg = module.config
+                module.attention_dists = relative_distances(cfg.context_size, cfg.max_pos_emb, device=device)
+            elif isinstance(module, GraniteRotaryEmbedding):
+                inv_freq, module.attention_scaling = module.compute_default_rope_parameters(module.config)
+                module.inv_freq = inv_freq.to(device)
+                module.original_inv_freq = inv_freq.clone().to(device)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a native checkpoint, or one in the original remote-code layout (mapped on the fly).
+
+        Works offline from a local folder or the local Hub cache. The original layout is recognised by
+        its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …)
+        and loaded without ``trust_remote_code``.
+        """
+        from .loading import is_original_checkpoint, load_original_checkpoint, resolve_checkpoint_folder
+
+        try:
+            folder = resolve_checkpoint_folder(
+                pretrained_model_name_or_path,
+                revision=kwargs.get("revision"),
+                cache_dir=kwargs.get("cache_dir"),
+                local_files_only=kwargs.get("local_files_only"),
+                token=kwargs.get("token"),
+            )
+        except Exception:  # not resolvable here: let transformers report it in its own words
+            folder = None
+        if folder is not None and is_original_checkpoint(folder):
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            if isinstance(dtype, str) and dtype != "auto":
+                dtype = getattr(torch, dtype)
+            return load_original_checkpoint(
+                folder,
+                model_cls=cls,
+                dtype=None if dtype == "auto" else dtype,
+                device=kwargs.get("device_map")
+                if isinstance(kwargs.get("device_map"), (str, torch.device))
+                else "cpu",
+                attn_implementation=kwargs.get("attn_implementation"),
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+
+def _as_lengths(mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.full((batch,), frames, dtype=torch.long, device=device)
+    if mask.shape != (batch, frames):
+        raise ValueError(f"input_features_mask has shape {tuple(mask.shape)}, expected ({batch}, {frames}).")
+    lengths = mask.long().sum(dim=1)
+    if not torch.equal(mask.bool(), lengths_to_mask(lengths, frames)):
+        raise ValueError("input_features_mask must be a right-padding mask (True then False in every row).")
+    return lengths
+
+
+class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
+    """Encoder, BPE CTC head, projector and bidirectional editor, without the output head."""
+
+    def __init__(self, config: GraniteSpeechNarConfig):
+        super().__init__(config)
+        self.encoder = GraniteSpeechNarEncoder(config.encoder_config)
+        self.projector = GraniteSpeechNarProjector(config.projector_config, config.encoder_config.hidden_dim)
+        self.out_bpe = nn.Linear(config.encoder_config.hidden_dim, config.encoder_config.vocabulary_size)
+        self.language_model = GraniteSpeechNarTextModel(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.language_model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.language_model.embed_tokens = value
+
+    # -- audio side: run once per batch ------------------------------------------------------------
+    def encode_audio(
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None = None,
+        output_bpe_logits: bool = False,
+        output_hidden_states: bool = False,
+    ) -> GraniteSpeechNarAudioOutput:
+        """Encoder + BPE CTC draft + projector.
+
+        Args:
+            input_features: ``(B, T, input_dim)`` stacked log-mel frames.
+            input_features_mask: ``(B, T)`` bool right-padding mask (``None``: all frames valid).
+            output_bpe_logits: keep the flat ``(Σ ceil(T_b/4), V)`` BPE logits; otherwise only their
+                argmax is computed, chunk by chunk, so they never exist for the whole batch.
+        """
+        if input_features.dim() != 3 or input_features.shape[-1] != self.config.encoder_config.input_dim:
+            raise ValueError(
+                f"input_features must be (batch, frames, {self.config.encoder_config.input_dim}), "
+                f"got {tuple(input_features.shape)}."
+            )
+        bsz, frames, _ = input_features.shape
+        frame_lengths = _as_lengths(input_features_mask, bsz, frames, input_features.device)
+        if bool((frame_lengths == 0).any()):
+            empty = (frame_lengths == 0).nonzero().flatten().tolist()
+            raise ValueError(f"utterances {empty} have no valid encoder frame (audio shorter than 20 ms).")
+        frame_mask = lengths_to_mask(frame_lengths, frames)
+
+        enc = self.encoder(input_features, frame_mask, output_hidden_states=output_hidden_states)
+        bpe_lengths = enc.pooled_lengths
+        pooled = enc.pooled_hidden_states[lengths_to_mask(bpe_lengths, enc.pooled_hidden_states.shape[1])]
+        bpe_logits = None
+        blank = self.config.blank_token_id
+        if output_bpe_logits:
+            bpe_logits = self.out_bpe(pooled)  # (Σ W_b, V)
+            draft_ids = ctc_greedy_decode(bpe_logits, bpe_lengths.tolist(), blank)
+        else:
+            with torch.no_grad():
+                best = torch.cat([self.out_bpe(rows).argmax(-1) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
+            draft_ids = ctc_collapse(best, bpe_lengths.tolist(), blank)
+
+        audio_embeds = self.projector(enc.projector_input, frame_mask)  # (B, ceil(T/15)*3, D)
+        if self.config.scale_projected_embeddings:
+            audio_embeds = audio_embeds / self.config.text_config.embedding_multiplier
+        audio_lengths = frame_lengths // self.config.projector_config.downsample_rate
+        audio_embeds = audio_embeds[:, : int(audio_lengths.max())].to(
+            self.language_model.embed_tokens.weight.dtype
+        )
+        return GraniteSpeechNarAudioOutput(
+            audio_embeds=audio_embeds,
+            audio_lengths=audio_lengths,
+            draft_ids=draft_ids,
+            bpe_logits=bpe_logits,
+            bpe_lengths=bpe_lengths,
+            encoder_hidden_states=enc.hidden_states,
+        )
+
+    # -- text side: one editing pass -----------------------------------------------------------------
+    def edit(
+        self,
+        audio_embeds: torch.Tensor | Sequence[torch.Tensor],
+        audio_lengths: torch.Tensor | Sequence[int] | None,
+        token_ids: Sequence[torch.Tensor],
+        output_hidden_states: bool = False,
+    ) -> GraniteSpeechNarModelOutput:
+        """One bidirectional editing pass over packed utterances.
+
+        Args:
+            audio_embeds: ``(B, A_max, D)`` padded audio embeddings (with ``audio_lengths``), or a list of
+                ``(A_b, D)`` tensors.
+            audio_lengths: ``(B,)`` valid rows per utterance; ignored for a list.
+            token_ids: ``B`` 1-D tensors, the hypotheses to edit (collapsed, no blanks).
+
+        Returns the editor states at the slot rows, packed ``(1, ΣS, D)``.
+        """
+        if isinstance(audio_embeds, torch.Tensor):
+            if audio_lengths is None:
+                audio_lengths = [audio_embeds.shape[1]] * audio_embeds.shape[0]
+            audio = [audio_embeds[b, : int(n)] for b, n in enumerate(audio_lengths)]
+        else:
+            audio = list(audio_embeds)
+        if len(audio) != len(token_ids):
+            raise ValueError(f"got audio for {len(audio)} utterances but {len(token_ids)} token sequences.")
+        embed = self.language_model.embed_tokens
+        device = embed.weight.device
+        blank = self.config.blank_token_id
+        vocab = self.config.text_config.vocab_size
+        token_ids = [torch.as_tensor(t, dtype=torch.long, device=device).reshape(-1) for t in token_ids]
+        for b, t in enumerate(token_ids):
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
+                raise ValueError(f"token ids of utterance {b} fall outside the vocabulary [0, {vocab}).")
+        slot_ids, slot_lengths = build_slots(token_ids, blank, self.config.min_edit_sequence_length)
+        slot_embeds = embed(slot_ids).split(slot_lengths)  # B × (S_b, D)
+
+        rows, text_index, offset = [], [], 0
+        for a, s in zip(audio, slot_embeds, strict=True):
+            rows += [a.to(s.dtype), s]
+            text_index.append(
+                torch.arange(offset + a.shape[0], offset + a.shape[0] + s.shape[0], device=device)
+            )
+            offset += a.shape[0] + s.shape[0]
+        packed = PackedSequences.from_lengths(
+            [a.shape[0] + s.shape[0] for a, s in zip(audio, slot_embeds, strict=True)], device=device
+        )
+        inputs_embeds = torch.cat(rows)[None]  # (1, ΣL, D)
+        out = self.language_model(inputs_embeds, packed, output_hidden_states=output_hidden_states)
+        text_states = out.last_hidden_state[:, torch.cat(text_index)]  # (1, ΣS, D)
+        return GraniteSpeechNarModelOutput(
+            last_hidden_state=text_states,
+            seq_lengths=torch.tensor(slot_lengths, device=device),
+            inserted_ctc_token_ids=slot_ids,
+            hidden_states=out.hidden_states,
+        )
+
+    def forward(
+        self,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        input_ids: Sequence[torch.Tensor] | None = None,
+        output_bpe_logits: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> GraniteSpeechNarModelOutput:
+        """Audio → draft → one editing pass.
+
+        Either ``input_features`` (the draft comes from the BPE CTC head unless ``input_ids`` overrides
+        it) or precomputed ``audio_embeds`` together with ``input_ids`` (a list of collapsed ids per
+        utterance).
+        """
+        if (input_features is None) == (audio_embeds is None):
+            raise ValueError("pass exactly one of input_features and audio_embeds.")
+        audio = None
+        if input_features is not None:
+            audio = self.encode_audio(
+                input_features,
+                input_features_mask,
+                output_bpe_logits,
+                output_hidden_states=output_hidden_states,
+            )
+            audio_embeds, audio_lengths = audio.audio_embeds, audio.audio_lengths
+            if input_ids is None:
+                input_ids = audio.draft_ids
+        elif input_ids is None:
+            raise ValueError(
+                "audio_embeds need input_ids: the token ids to edit, one 1-D tensor per utterance."
+            )
+        out = self.edit(audio_embeds, audio_lengths, input_ids, output_hidden_states=output_hidden_states)
+        if audio is not None:
+            out.draft_ids = audio.draft_ids
+            out.bpe_logits = audio.bpe_logits
+            out.bpe_lengths = audio.bpe_lengths
+            out.audio_embeds = audio.audio_embeds
+            out.audio_lengths = audio.audio_lengths
+            out.encoder_hidden_states = audio.encoder_hidden_states
+        return out
+
+
+class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
+    """Granite Speech NAR with the tied output head, the training losses and :meth:`generate`.
+
+    The ``lm_head`` lives outside the language model and shares its weight with
+    ``model.language_model.embed_tokens`` (the checkpoint stores no head).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: GraniteSpeechNarConfig):
+        super().__init__(config)
+        self.model = GraniteSpeechNarModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.language_model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.model.language_model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.lm_head = value
+
+    def _slot_logits(self, states: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(states) / self.config.text_config.logits_scaling
+
+    def forward(
+        self,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        label_lengths: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        input_ids: Sequence[torch.Tensor] | None = None,
+        output_bpe_logits: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GraniteSpeechNarOutput:
+        """One editing pass, and the training losses when ``labels`` are given (SPEC §5).
+
+        Args:
+            input_features: ``(B, T, 160)``; input_features_mask: ``(B, T)`` bool.
+            labels: ``(B, S_max)`` reference token ids, right-padded with anything (negative values
+                such as -100 are treated as padding when ``label_lengths`` is omitted). No blanks.
+            label_lengths: ``(B,)`` true label lengths.
+            audio_embeds, audio_lengths, input_ids: the precomputed-audio path of
+                :meth:`GraniteSpeechNarModel.forward`.
+            output_bpe_logits: return the flat encoder BPE logits (always computed for the encoder loss).
+
+        Returns packed slot logits ``(1, ΣS, V)`` (already divided by ``logits_scaling``) with their
+        per-utterance lengths, and the losses.
+        """
+        cfg = self.config
+        want_encoder_loss = labels is not None and cfg.encoder_ctc_loss_lambda > 0
+        out = self.model(
+            input_features=input_features,
+            input_features_mask=input_features_mask,
+            audio_embeds=audio_embeds,
+            audio_lengths=audio_lengths,
+            input_ids=input_ids,
+            output_bpe_logits=output_bpe_logits or want_encoder_loss,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self._slot_logits(out.last_hidden_state)  # (1, ΣS, V)
+        seq_lengths = out.seq_lengths.tolist()
+
+        loss = ctc = ce = enc_ctc = None
+        if labels is not None:
+            labels, label_lengths = _check_labels(labels, label_lengths, len(seq_lengths), cfg.blank_token_id)
+            ctc = ctc_loss_from_flat_logits(logits[0], seq_lengths, labels, label_lengths, cfg.blank_token_id)
+            loss = ctc
+            if cfg.ce_loss_lambda > 0:
+                ce = copy_loss(logits[0], out.inserted_ctc_token_ids)
+                loss = loss + cfg.ce_loss_lambda * ce
+            if want_encoder_loss:
+                enc_ctc = ctc_loss_from_flat_logits(
+                    out.bpe_logits, out.bpe_lengths.tolist(), labels, label_lengths, cfg.blank_token_id
+                )
+                loss = loss + cfg.encoder_ctc_loss_lambda * enc_ctc
+
+        return GraniteSpeechNarOutput(
+            loss=loss,
+            ctc_loss=ctc,
+            ce_loss=ce,
+            encoder_ctc_loss=enc_ctc,
+            logits=logits,
+            seq_lengths=out.seq_lengths,
+            inserted_ctc_token_ids=out.inserted_ctc_token_ids,
+            draft_ids=out.draft_ids,
+            encoder_logits=out.bpe_logits if (output_bpe_logits or want_encoder_loss) else None,
+            encoder_lengths=out.bpe_lengths,
+            hidden_states=out.hidden_states,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        num_editing_steps: int = 1,
+        return_dict_in_generate: bool = False,
+        audio_embeds: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        input_ids: Sequence[torch.Tensor] | None = None,
+        **kwargs,
+    ) -> list[torch.Tensor] | GraniteSpeechNarGenerateOutput:
+        """Transcribe: BPE-CTC draft, then ``num_editing_steps`` editing passes (SPEC §4).
+
+        The encoder and projector run once; every step re-slots the previous step's output and reuses
+        the audio embeddings. ``num_editing_steps=0`` returns the CTC drafts.
+
+        Args:
+            input_features: ``(B, T, 160)``; input_features_mask: ``(B, T)`` bool.
+            audio_embeds, audio_lengths, input_ids: instead of features, precomputed audio embeddings
+                and the hypotheses to edit (for experiments and benchmarks).
+
+        Returns one 1-D LongTensor of token ids per utterance, or a
+        :class:`GraniteSpeechNarGenerateOutput` with ``return_dict_in_generate=True``.
+        """
+        if kwargs:
+            raise TypeError(f"generate() got unexpected arguments: {sorted(kwargs)}.")
+        if num_editing_steps < 0:
+            raise ValueError(f"num_editing_steps must be >= 0, got {num_editing_steps}.")
+        if input_features is not None:
+            if audio_embeds is not None:
+                raise ValueError("pass exactly one of input_features and audio_embeds.")
+            audio = self.model.encode_audio(input_features, input_features_mask)
+            audio_embeds, audio_lengths, drafts = audio.audio_embeds, audio.audio_lengths, audio.draft_ids
+            if input_ids is not None:
+                drafts = [torch.as_tensor(t, dtype=torch.long) for t in input_ids]
+        elif audio_embeds is not None and input_ids is not None:
+            drafts = [torch.as_tensor(t, dtype=torch.long) for t in input_ids]
+        else:
+            raise ValueError("pass input_features, or audio_embeds together with input_ids.")
+
+        hypotheses, steps = drafts, []
+        logits_list, seq_lengths = None, None
+        for _ in range(num_editing_steps):
+            out = self.model.edit(audio_embeds, audio_lengths, hypotheses)
+            logits = self._slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
+            seq_lengths = out.seq_lengths
+            hypotheses = ctc_greedy_decode(logits, seq_lengths.tolist(), self.config.blank_token_id)
+            logits_list = list(logits.split(seq_lengths.tolist()))
+            steps.append(hypotheses)
+        if not return_dict_in_generate:
+            return hypotheses
+        return GraniteSpeechNarGenerateOutput(
+            sequences=hypotheses,
+            encoder_sequences=drafts,
+            logits=logits_list,
+            seq_lengths=seq_lengths,
+            step_sequences=steps,
+        )
+
+
+def _check_labels(
+    labels: torch.Tensor, label_lengths: torch.Tensor | None, batch: int, blank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 2 or labels.shape[0] != batch:
+        raise ValueError(f"labels must be (batch={batch}, max_label_length), got {tuple(labels.shape)}.")
+    if label_lengths is None:
+        label_lengths = (labels >= 0).sum(dim=1)
+    label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
+    if label_lengths.shape != (batch,) or bool((label_lengths > labels.shape[1]).any()):
+        raise ValueError(
+            f"label_lengths must be ({batch},) with values <= {labels.shape[1]}, got {label_lengths.tolist()}."
+        )
+    valid = lengths_to_mask(label_lengths, labels.shape[1])
+    if bool((labels[valid] == blank).any()) or bool((labels[valid] < 0).any()):
+        raise ValueError(
+            f"labels must not contain the blank id ({blank}) or negative ids inside label_lengths."
+        )
+    return labels.clamp_min(0), label_lengths
