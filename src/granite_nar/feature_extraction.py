@@ -1,0 +1,363 @@
+"""Audio front end of Granite Speech NAR: waveform → stacked log-mel frames (SPEC §2).
+
+    16 kHz mono waveform, N samples
+      └─ power mel spectrogram, 25 ms Hann window, 10 ms hop ──► 1 + N // 160 frames × 80 bins
+           └─ keep the first 2 * (N // 320) frames (cut *before* the log and the maximum, SPEC §2.1)
+                └─ log10, per-utterance dynamic-range clamp to 8 decades, / 4 + 1
+                     └─ stack pairs of frames ──► N // 320 encoder frames × 160 values
+
+The mel spectrogram equals ``torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512,
+win_length=400, hop_length=160, n_mels=80)`` with its defaults, written in plain torch (SPEC §11.6:
+no torchaudio). Every utterance is computed on its own and only then padded, so its features never
+depend on the rest of the batch (SPEC §11.3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import TensorType
+
+from .lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE, num_encoder_frames
+
+__all__ = [
+    "GraniteSpeechNarFeatureExtractor",
+    "InvalidAudioError",
+    "htk_mel_filter_bank",
+    "validate_waveform",
+]
+
+INT16_SCALE = 32768.0  # int16 PCM full scale: x / 2**15 maps [-32768, 32767] into [-1, 1)
+LOG_FLOOR = 1e-10  # power floor before log10 (SPEC §2.1)
+DYNAMIC_RANGE_DECADES = 8.0  # log10 values more than 8 below the utterance maximum are raised to it
+
+
+class InvalidAudioError(ValueError):
+    """A waveform the feature extractor cannot use (empty, too short, not mono, NaN/inf, wrong dtype).
+
+    A ``ValueError``, so generic handlers still catch it; batch jobs can catch this class alone and
+    read the failing input's index from the message.
+    """
+
+
+def _where(index: int | None) -> str:
+    return "audio" if index is None else f"audio[{index}]"
+
+
+def _dtype_message(where: str, dtype_name: str) -> str:
+    return (
+        f"{where}: unsupported sample dtype {dtype_name}; expected floating-point samples (nominally in "
+        "[-1, 1]) or int16 PCM. Convert other integer PCM to float first (e.g. int32 / 2**31)"
+    )
+
+
+def validate_waveform(
+    wave: Any,
+    index: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Check one waveform and return it as a 1-D float tensor (float32 unless ``dtype`` says otherwise).
+
+    Accepted: a 1-D ``numpy.ndarray`` or ``torch.Tensor`` of floats (any precision) or of int16 PCM
+    (scaled by 1/32768), or a Python list/tuple of floats. The tensor keeps the device of a tensor input.
+
+    Raises :class:`InvalidAudioError` (a ``ValueError``) naming the problem, and ``audio[index]`` when
+    ``index`` is given: not an array; not 1-D (multi-channel audio must be downmixed first); a complex,
+    bool, object or non-int16 integer dtype; no samples; fewer than 320 samples (one 20 ms encoder
+    frame); NaN or inf samples.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    where = _where(index)
+    if isinstance(wave, (np.generic, int, float)):
+        wave = np.asarray(wave)  # a lone number: refused below as a scalar
+    if isinstance(wave, (list, tuple)):
+        try:
+            wave = np.asarray(wave)
+        except ValueError as err:  # ragged nested lists
+            raise InvalidAudioError(
+                f"{where}: could not read the list as one waveform ({err}); pass a flat list of floats"
+            ) from None
+    if isinstance(wave, np.ndarray):
+        # astype copies: the tensor never shares (possibly read-only or strided) numpy memory.
+        if wave.dtype.kind == "f":
+            wave = torch.from_numpy(wave.astype(np.float64 if dtype == torch.float64 else np.float32))
+        elif wave.dtype == np.int16:
+            wave = torch.from_numpy(wave.astype(np.int16, copy=True))
+        else:  # complex, bool, object, strings, other integers
+            raise InvalidAudioError(_dtype_message(where, str(wave.dtype)))
+    elif not isinstance(wave, torch.Tensor):
+        raise InvalidAudioError(
+            f"{where}: expected a waveform (1-D numpy array, torch tensor or list of floats), got "
+            f"{type(wave).__name__}; load audio files first (see granite_nar.audio)"
+        )
+
+    if wave.dtype == torch.int16:
+        wave = wave.to(dtype) / INT16_SCALE
+    elif wave.dtype.is_complex or wave.dtype == torch.bool or not wave.dtype.is_floating_point:
+        raise InvalidAudioError(_dtype_message(where, str(wave.dtype).removeprefix("torch.")))
+    else:
+        wave = wave.to(dtype)
+
+    if wave.ndim != 1:
+        if wave.ndim == 0:
+            raise InvalidAudioError(f"{where}: expected a mono 1-D waveform, got a scalar")
+        raise InvalidAudioError(
+            f"{where}: expected a mono 1-D waveform, got a {wave.ndim}-D array of shape {tuple(wave.shape)}. "
+            "Downmix multi-channel audio to mono first: average over the channel axis (axis 0 for "
+            "(channels, samples), axis 1 for (samples, channels) as soundfile returns), e.g. with the "
+            "helpers in granite_nar.audio. Pass a batch as a list of 1-D waveforms."
+        )
+    num_samples = wave.shape[0]
+    if num_samples == 0:
+        raise InvalidAudioError(f"{where}: the waveform is empty (0 samples)")
+    if num_samples < SAMPLES_PER_ENCODER_FRAME:
+        raise InvalidAudioError(
+            f"{where}: {num_samples} samples is shorter than one encoder frame; at least "
+            f"{SAMPLES_PER_ENCODER_FRAME} samples (20 ms at 16 kHz) are needed"
+        )
+    finite = torch.isfinite(wave)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise InvalidAudioError(
+            f"{where}: {bad.numel()} of {num_samples} samples are NaN or inf (first at sample {int(bad[0])})"
+        )
+    return wave
+
+
+def htk_mel_filter_bank(
+    num_frequency_bins: int,
+    num_mel_filters: int,
+    sampling_rate: int,
+    min_frequency: float = 0.0,
+    max_frequency: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Triangular HTK-scale mel filters without area normalisation, as torchaudio's ``melscale_fbanks``.
+
+    Same arithmetic as ``torchaudio.functional.melscale_fbanks(..., norm=None, mel_scale="htk")``:
+    bin centres ``linspace(0, sr // 2, n_freqs)``, filter edges equally spaced on
+    ``mel = 2595 * log10(1 + f / 700)``, each filter the minimum of its rising and falling slopes.
+
+    Returns:
+        ``(num_frequency_bins, num_mel_filters)`` tensor; ``power_spectrum.T @ filters`` gives mel power.
+    """
+    if max_frequency is None:
+        max_frequency = float(sampling_rate // 2)
+    bin_frequencies = torch.linspace(0, sampling_rate // 2, num_frequency_bins, dtype=dtype)
+    mel_min = 2595.0 * math.log10(1.0 + min_frequency / 700.0)
+    mel_max = 2595.0 * math.log10(1.0 + max_frequency / 700.0)
+    mel_points = torch.linspace(mel_min, mel_max, num_mel_filters + 2, dtype=dtype)
+    edge_frequencies = 700.0 * (10.0 ** (mel_points / 2595.0) - 1.0)  # (n_mels + 2,)
+
+    edge_gaps = edge_frequencies[1:] - edge_frequencies[:-1]  # (n_mels + 1,)
+    slopes = edge_frequencies.unsqueeze(0) - bin_frequencies.unsqueeze(1)  # (n_freqs, n_mels + 2)
+    falling = -slopes[:, :-2] / edge_gaps[:-1]  # (n_freqs, n_mels)
+    rising = slopes[:, 2:] / edge_gaps[1:]  # (n_freqs, n_mels)
+    return torch.clamp_min(torch.minimum(falling, rising), 0.0)
+
+
+class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
+    r"""Stacked log-mel features of Granite Speech NAR (SPEC §2).
+
+    For a 16 kHz waveform of ``N`` samples it returns ``N // 320`` encoder frames of 160 values (two
+    80-bin log-mel frames, the even one first). The frame rule is the released remote code's
+    (SPEC §2.2) and comes from :func:`granite_nar.lengths.num_encoder_frames`.
+
+    Each utterance is computed alone (its own reflect padding at its own end, its own maximum) and
+    then right-padded with ``padding_value``, so an utterance's features are the same alone and in
+    any batch (SPEC §11.3).
+
+    Args:
+        feature_size: mel bins per 10 ms frame, 80 by default (``n_mels`` in the original config,
+            SPEC §1.5, §6.4; ``n_mels`` is accepted and mapped to this field).
+        sampling_rate: sample rate the model expects; other rates are refused, not resampled.
+        n_fft: FFT size; the window is zero-padded to it, centred.
+        win_length: periodic Hann window length in samples (25 ms).
+        hop_length: hop between mel frames in samples (10 ms).
+        frame_stacking: mel frames per encoder frame.
+        padding_value: value of the features past an utterance's end in a padded batch.
+    """
+
+    model_input_names = ["input_features", "input_features_mask"]
+
+    def __init__(
+        self,
+        feature_size: int | None = None,
+        sampling_rate: int = SAMPLING_RATE,
+        n_fft: int = 512,
+        win_length: int = 400,
+        hop_length: int = 160,
+        frame_stacking: int = 2,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        # The original preprocessor_config.json names the bin count ``n_mels`` (SPEC §1.5).
+        n_mels = kwargs.pop("n_mels", None)
+        if n_mels is not None and feature_size is not None and n_mels != feature_size:
+            raise ValueError(f"n_mels={n_mels} and feature_size={feature_size} disagree; give only one")
+        feature_size = next((size for size in (feature_size, n_mels) if size is not None), 80)
+        # The original file points AutoFeatureExtractor at remote code; this class replaces it (SPEC §11.6).
+        kwargs.pop("auto_map", None)
+        if hop_length * frame_stacking != SAMPLES_PER_ENCODER_FRAME:
+            raise ValueError(
+                f"hop_length={hop_length} × frame_stacking={frame_stacking} must equal "
+                f"{SAMPLES_PER_ENCODER_FRAME} samples, the encoder frame the model's length bookkeeping uses"
+            )
+        if win_length > n_fft:
+            raise ValueError(f"win_length={win_length} must not exceed n_fft={n_fft}")
+        if n_fft // 2 >= SAMPLES_PER_ENCODER_FRAME:
+            # The reflect padding of n_fft // 2 needs more samples than the shortest accepted input.
+            raise ValueError(
+                f"n_fft={n_fft} is too large: n_fft // 2 must be below {SAMPLES_PER_ENCODER_FRAME}"
+            )
+        super().__init__(
+            feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.frame_stacking = frame_stacking
+        # Filters and window per (dtype, device), built on first use; not part of the saved config.
+        self._tables: dict[tuple[torch.dtype, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serializable config (the cached filter bank and window are left out)."""
+        output = super().to_dict()
+        output.pop("_tables", None)
+        return output
+
+    def _window_and_filters(
+        self, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (dtype, str(device))
+        if key not in self._tables:
+            window = torch.hann_window(self.win_length, periodic=True, dtype=dtype)
+            filters = htk_mel_filter_bank(
+                self.n_fft // 2 + 1, self.feature_size, self.sampling_rate, dtype=dtype
+            )
+            self._tables[key] = (window.to(device), filters.to(device))
+        return self._tables[key]
+
+    def extract(self, wave: torch.Tensor) -> torch.Tensor:
+        """Features of one validated waveform.
+
+        Args:
+            wave: ``(N,)`` float tensor (see :func:`validate_waveform`), ``N >= 320``; the computation
+                runs in its dtype and on its device.
+
+        Returns:
+            ``(N // 320, frame_stacking * feature_size)`` tensor.
+        """
+        window, filters = self._window_and_filters(wave.dtype, wave.device)
+        num_frames = num_encoder_frames(wave.shape[0])
+        num_mel_frames = self.frame_stacking * num_frames
+        with torch.no_grad():
+            # torch.stft zero-pads the 400-sample window to 512, centred, and reflect-pads the signal by
+            # n_fft // 2 at both ends, as torchaudio's Spectrogram does.
+            spectrum = torch.stft(
+                wave,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                win_length=self.win_length,
+                window=window,
+                center=True,
+                pad_mode="reflect",
+                normalized=False,
+                onesided=True,
+                return_complex=True,
+            )  # (n_fft // 2 + 1, 1 + N // hop)
+            # Cut first (SPEC §2.1): the frames past 2 * (N // 320) never reach the log or the maximum.
+            power = spectrum[:, :num_mel_frames].abs().pow(2.0)  # (257, F)
+            log_mel = (power.T @ filters).clamp_min(LOG_FLOOR).log10()  # (F, 80)
+            peak = log_mel.max()
+            log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES) / 4.0 + 1.0
+            # Frame k of the encoder is [mel_2k ; mel_2k+1] (even frame's bins first).
+            return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)  # (T, 160)
+
+    def __call__(
+        self,
+        raw_speech: Any,
+        sampling_rate: int | None = None,
+        return_tensors: str | TensorType | None = "pt",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> BatchFeature:
+        """Features and frame mask for one waveform or a batch of waveforms.
+
+        Args:
+            raw_speech: one waveform (1-D numpy array, torch tensor or list of floats; float samples or
+                int16 PCM) or a list/tuple of them. 2-D arrays are refused: downmix to mono first and
+                pass a batch as a list.
+            sampling_rate: rate of ``raw_speech``; if given it must equal ``self.sampling_rate``
+                (resample before calling; nothing is resampled here).
+            return_tensors: ``"pt"`` (default; ``None`` means the same) or ``"np"``.
+            device: where to compute (default: CPU). ``"pt"`` outputs stay on it.
+            dtype: computation and output dtype, ``torch.float32`` (default) or ``torch.float64``.
+
+        Returns:
+            :class:`~transformers.BatchFeature` with
+
+            * ``input_features``: ``(B, T, 160)``, ``T = max_b N_b // 320``; rows past an utterance's
+              length hold ``padding_value``;
+            * ``input_features_mask``: ``(B, T)`` bool, ``mask[b, t] = t < N_b // 320``.
+
+        Raises:
+            InvalidAudioError: a waveform is unusable; the message names it by its batch index.
+            ValueError: wrong ``sampling_rate``, ``dtype`` or ``return_tensors``.
+        """
+        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+            raise ValueError(
+                f"audio sampled at {sampling_rate} Hz, but {self.__class__.__name__} expects "
+                f"{self.sampling_rate} Hz; resample first (e.g. granite_nar.audio, or soxr)"
+            )
+        if return_tensors is None:
+            return_tensors = TensorType.PYTORCH
+        try:
+            return_tensors = TensorType(return_tensors)
+        except ValueError:
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}") from None
+        if return_tensors not in (TensorType.PYTORCH, TensorType.NUMPY):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors.value!r}")
+        device = torch.device("cpu") if device is None else torch.device(device)
+
+        waves = [w.to(device) for w in _validate_batch(raw_speech, dtype)]
+        # One utterance at a time: measured as fast as batching equal lengths on CPU, and trivially
+        # batch-invariant (benchmarks/bench_feature_extraction.py).
+        features = [self.extract(wave) for wave in waves]  # B × (T_b, 160)
+        lengths = torch.tensor([f.shape[0] for f in features], device=device)  # (B,)
+        max_frames = int(lengths.max())
+        batch = torch.full(
+            (len(features), max_frames, self.frame_stacking * self.feature_size),
+            float(self.padding_value),
+            dtype=dtype,
+            device=device,
+        )  # (B, T, 160)
+        for b, feats in enumerate(features):
+            batch[b, : feats.shape[0]] = feats
+        mask = torch.arange(max_frames, device=device)[None, :] < lengths[:, None]  # (B, T)
+
+        data = {"input_features": batch, "input_features_mask": mask}
+        if return_tensors == TensorType.NUMPY:
+            data = {key: value.cpu().numpy() for key, value in data.items()}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+def _validate_batch(raw_speech: Any, dtype: torch.dtype) -> list[torch.Tensor]:
+    """One waveform or a list of waveforms → list of validated 1-D tensors."""
+    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+        return [validate_waveform(raw_speech, dtype=dtype)]
+    if isinstance(raw_speech, Sequence) and not isinstance(raw_speech, (str, bytes)):
+        if len(raw_speech) == 0:
+            raise InvalidAudioError("audio: got an empty list; expected a waveform or a list of waveforms")
+        if isinstance(raw_speech[0], (np.ndarray, torch.Tensor, list, tuple)):
+            return [validate_waveform(wave, index, dtype=dtype) for index, wave in enumerate(raw_speech)]
+    # A flat list of numbers is one waveform; anything else gets validate_waveform's message.
+    return [validate_waveform(raw_speech, dtype=dtype)]
