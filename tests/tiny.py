@@ -47,13 +47,19 @@ def tiny_config(**overrides) -> GraniteSpeechNarConfig:
     projector.update(overrides.pop("projector", {}))
     text.update(overrides.pop("text", {}))
     return GraniteSpeechNarConfig(
-        encoder_config=encoder, projector_config=projector, text_config=text, blank_token_id=BLANK, **overrides
+        encoder_config=encoder,
+        projector_config=projector,
+        text_config=text,
+        blank_token_id=BLANK,
+        **overrides,
     )
 
 
 def tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **overrides) -> GraniteSpeechNarForCTC:
     torch.manual_seed(seed)
-    model = GraniteSpeechNarForCTC._from_config(tiny_config(**overrides), attn_implementation=attn_implementation)
+    model = GraniteSpeechNarForCTC._from_config(
+        tiny_config(**overrides), attn_implementation=attn_implementation
+    )
     _randomise_buffers(model)
     return model.eval()
 

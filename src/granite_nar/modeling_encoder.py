@@ -38,6 +38,11 @@ def relative_distances(context_size: int, max_pos_emb: int, device=None) -> torc
     return (seq[:, None] - seq[None, :]).clamp(-context_size, context_size) + max_pos_emb
 
 
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types (the reference's precision), float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 @dataclass
 class GraniteSpeechNarEncoderOutput(ModelOutput):
     """Outputs of :class:`GraniteSpeechNarEncoder`.
@@ -255,7 +260,7 @@ class GraniteSpeechNarEncoder(nn.Module):
                     exported[idx] = hidden_states
                 # Self-conditioning (SPEC §3.1.4): softmax in float32, fed back into the residual stream.
                 char_logits = self.out(self.pred_dropout(hidden_states))
-                probs = char_logits.float().softmax(dim=-1)
+                probs = char_logits.to(_at_least_fp32(char_logits.dtype)).softmax(dim=-1)
                 blank_prob = probs[..., 0]  # (B, T), char-CTC blank is index 0
                 hidden_states = hidden_states + self.out_mid(probs.to(hidden_states.dtype))
             if idx in config.cat_hidden_layers and idx not in exported:
@@ -285,9 +290,10 @@ class GraniteSpeechNarEncoder(nn.Module):
         """
         window = self.config.pooling_window
         bsz, num_frames, dim = hidden_states.shape
-        valid = frame_mask.float()
-        importance = (1.0 - blank_prob.float()) * valid  # (B, T)
-        states = hidden_states.float() * valid[..., None]
+        compute = _at_least_fp32(hidden_states.dtype)
+        valid = frame_mask.to(compute)
+        importance = (1.0 - blank_prob.to(compute)) * valid  # (B, T)
+        states = hidden_states.to(compute) * valid[..., None]
         pad = -num_frames % window
         importance = F.pad(importance, (0, pad)).view(bsz, -1, window)  # (B, nw, w)
         states = F.pad(states, (0, 0, 0, pad)).view(bsz, -1, window, dim)  # (B, nw, w, D)

@@ -1,0 +1,134 @@
+"""The three training losses (SPEC §5): hand-computed values, and where their gradients go."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import BLANK, random_features, tiny_model
+
+from granite_nar.ctc import copy_loss, ctc_loss_from_flat_logits
+
+LENGTHS = [40, 27]
+
+
+def test_ctc_loss_matches_the_direct_formula_on_two_slots():
+    # Two slots, target "a": the alignments are (a, a), (a, _), (_, a).
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5)
+    a, blank = 2, 4
+    p = logits.softmax(-1)
+    likelihood = p[0, a] * p[1, a] + p[0, a] * p[1, blank] + p[0, blank] * p[1, a]
+    expected = -math.log(likelihood) / 2  # summed over the batch, divided by the 2 slot positions
+    loss = ctc_loss_from_flat_logits(logits, [2], torch.tensor([[a]]), torch.tensor([1]), blank)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # Target "a a" needs a blank between the repeats: infeasible in 2 slots -> 0 (zero_infinity).
+    infeasible = ctc_loss_from_flat_logits(logits, [2], torch.tensor([[a, a]]), torch.tensor([2]), blank)
+    assert infeasible.item() == 0.0
+
+
+def test_ctc_loss_is_normalised_by_all_slot_positions():
+    torch.manual_seed(1)
+    logits = torch.randn(7, 6)
+    labels = torch.tensor([[1, 2, 0], [3, 0, 0]])
+    lengths = torch.tensor([2, 1])
+    loss = ctc_loss_from_flat_logits(logits, [4, 3], labels, lengths, blank=5)
+    per_utt = [
+        F.ctc_loss(x.log_softmax(-1)[:, None], y[None, :n], [x.shape[0]], [n], blank=5, reduction="sum")
+        for x, y, n in zip(logits.split([4, 3]), labels, lengths.tolist(), strict=True)
+    ]
+    assert loss.item() == pytest.approx(sum(per_utt).item() / 7, rel=1e-5)
+
+
+def test_copy_loss_is_plain_cross_entropy():
+    torch.manual_seed(2)
+    logits = torch.randn(9, 6)
+    slots = torch.tensor([5, 1, 5, 2, 5, 5, 3, 5, 5])
+    manual = -sum(logits[i].log_softmax(-1)[slots[i]] for i in range(9)) / 9
+    assert copy_loss(logits, slots).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def _labels():
+    return torch.tensor([[3, 4, 5, -100], [6, 7, -100, -100]]), torch.tensor([3, 2])
+
+
+def test_total_loss_combines_the_components():
+    model = tiny_model(seed=0, ce_loss_lambda=0.5, encoder_ctc_loss_lambda=0.3)
+    feats, mask = random_features(LENGTHS, seed=3)
+    labels, lengths = _labels()
+    out = model(feats, mask, labels=labels, label_lengths=lengths)
+    assert all(torch.isfinite(x) and x > 0 for x in (out.ctc_loss, out.ce_loss, out.encoder_ctc_loss))
+    assert out.loss.item() == pytest.approx(
+        (out.ctc_loss + 0.5 * out.ce_loss + 0.3 * out.encoder_ctc_loss).item(), rel=1e-6
+    )
+    # The components equal the stand-alone formulas on the returned tensors.
+    seq = out.seq_lengths.tolist()
+    assert out.ctc_loss.item() == pytest.approx(
+        ctc_loss_from_flat_logits(out.logits[0], seq, labels.clamp_min(0), lengths, BLANK).item(), rel=1e-6
+    )
+    assert out.ce_loss.item() == pytest.approx(
+        copy_loss(out.logits[0], out.inserted_ctc_token_ids).item(), rel=1e-6
+    )
+    # -100 padding is understood without label_lengths.
+    assert model(feats, mask, labels=labels).loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+
+
+def test_no_loss_without_labels_and_no_encoder_logits_kept():
+    model = tiny_model(seed=0)
+    feats, mask = random_features(LENGTHS, seed=4)
+    out = model(feats, mask)
+    assert out.loss is None and out.encoder_logits is None
+
+
+def _grads(model, **loss_weights):
+    for key, value in loss_weights.items():
+        setattr(model.config, key, value)
+    model.train()
+    model.zero_grad()
+    feats, mask = random_features(LENGTHS, seed=5)
+    labels, lengths = _labels()
+    model(feats, mask, labels=labels, label_lengths=lengths).loss.backward()
+    return {n: p.grad for n, p in model.named_parameters()}
+
+
+def _has(grads, prefix):
+    return any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix))
+
+
+def test_editing_loss_trains_editor_projector_encoder_but_not_the_bpe_head():
+    grads = _grads(tiny_model(seed=0))
+    for prefix in (
+        "model.language_model.layers",
+        "model.projector",
+        "model.encoder.layers",
+        "model.encoder.out_mid",
+    ):
+        assert _has(grads, prefix), prefix
+    assert grads["model.language_model.embed_tokens.weight"] is not None  # tied head + slot embeddings
+    assert not _has(grads, "model.out_bpe")  # the draft is an argmax: no gradient path
+
+
+def test_encoder_ctc_loss_alone_reaches_only_the_encoder_side():
+    model = tiny_model(seed=0)
+    model.train()
+    feats, mask = random_features(LENGTHS, seed=6)
+    labels, lengths = _labels()
+    out = model(feats, mask, labels=labels, label_lengths=lengths, output_bpe_logits=True)
+    loss = ctc_loss_from_flat_logits(
+        out.encoder_logits, out.encoder_lengths.tolist(), labels.clamp_min(0), lengths, BLANK
+    )
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert _has(grads, "model.out_bpe") and _has(grads, "model.encoder.layers")
+    assert not _has(grads, "model.projector") and not _has(grads, "model.language_model")
+
+
+def test_bad_labels_are_rejected():
+    model = tiny_model(seed=0)
+    feats, mask = random_features(LENGTHS, seed=7)
+    with pytest.raises(ValueError, match="must not contain the blank"):
+        model(feats, mask, labels=torch.tensor([[BLANK], [1]]), label_lengths=torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="labels must be"):
+        model(feats, mask, labels=torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match="label_lengths must be"):
+        model(feats, mask, labels=torch.tensor([[1], [2]]), label_lengths=torch.tensor([2, 1]))
