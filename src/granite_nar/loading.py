@@ -50,6 +50,24 @@ def resolve_checkpoint_folder(
     )
 
 
+def resolve_config_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> Path | None:
+    """The folder holding ``config.json`` as transformers itself resolves it (e.g. a short commit hash in the
+    cache, which ``snapshot_download`` rejects offline), or ``None``."""
+    from transformers.utils.hub import cached_file
+
+    try:
+        path = cached_file(
+            str(name_or_path),
+            "config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **{k: v for k, v in hub_kwargs.items() if v is not None},
+        )
+    except Exception:
+        return None
+    return Path(path).parent if path else None
+
+
 def is_original_checkpoint(folder: str | Path) -> bool:
     config = Path(folder) / "config.json"
     return config.is_file() and is_original_config(json.loads(config.read_text()))

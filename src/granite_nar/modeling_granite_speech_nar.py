@@ -180,18 +180,20 @@ class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
         its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …)
         and loaded without ``trust_remote_code``.
         """
-        from .loading import is_original_checkpoint, load_original_checkpoint, resolve_checkpoint_folder
+        from .loading import (
+            is_original_checkpoint,
+            load_original_checkpoint,
+            resolve_checkpoint_folder,
+            resolve_config_folder,
+        )
 
+        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "cache_dir", "local_files_only", "token")}
         try:
-            folder = resolve_checkpoint_folder(
-                pretrained_model_name_or_path,
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_dir"),
-                local_files_only=kwargs.get("local_files_only"),
-                token=kwargs.get("token"),
-            )
-        except Exception:  # not resolvable here: let transformers report it in its own words
-            folder = None
+            folder = resolve_checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs)
+        except Exception:
+            # transformers may still find the config (e.g. a short commit hash in the cache); an original one
+            # must never reach the native loader, which would leave every weight randomly initialised.
+            folder = resolve_config_folder(pretrained_model_name_or_path, **hub_kwargs)
         if folder is not None and is_original_checkpoint(folder):
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, str) and dtype != "auto":
