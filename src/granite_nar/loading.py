@@ -20,6 +20,7 @@ __all__ = [
     "read_safetensors",
     "load_original_checkpoint",
     "is_original_checkpoint",
+    "checkpoint_dtype",
 ]
 
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
@@ -112,6 +113,19 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         raise OriginalLayoutError("checkpoint does not match the model: " + " | ".join(problems))
 
 
+def checkpoint_dtype(state_dict: dict[str, torch.Tensor]) -> torch.dtype:
+    """The float dtype holding most elements of a checkpoint (what ``dtype="auto"`` keeps).
+
+    A model needs one float dtype (eval BatchNorm refuses bf16 inputs with fp32 running stats), so a
+    mixed checkpoint is cast to its dominant dtype, as the reference does when it loads with ``dtype=bf16``.
+    """
+    counts: dict[torch.dtype, int] = {}
+    for tensor in state_dict.values():
+        if tensor.is_floating_point():
+            counts[tensor.dtype] = counts.get(tensor.dtype, 0) + tensor.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
 def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu"):
     """Build ``model_cls(config)`` on the meta device and assign ``state_dict`` with a strict check."""
     with torch.device("meta"):
@@ -141,6 +155,8 @@ def load_original_checkpoint(
         config._attn_implementation = attn_implementation
         config.text_config._attn_implementation = attn_implementation
     state_dict = convert_state_dict(read_safetensors(folder))
+    if dtype is None:  # "auto": keep the checkpoint's dtype, one dtype for the whole model
+        dtype = checkpoint_dtype(state_dict)
     if model_cls is not GraniteSpeechNarForCTC:  # the base model has no "model." prefix
         state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
     return build_from_state_dict(model_cls, config, state_dict, dtype=dtype, device=device)
