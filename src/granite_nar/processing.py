@@ -1,0 +1,162 @@
+"""Processor of Granite Speech NAR: the feature extractor and the tokenizer behind one object (SPEC §7.2).
+
+audio ──► GraniteSpeechNarFeatureExtractor ──► input_features (B, T, 160), input_features_mask (B, T)
+text  ──► tokenizer, no special tokens ──────► labels (B, S_max), label_lengths (B,)   (training)
+ids   ◄── tokenizer.decode, special tokens skipped ◄── GraniteSpeechNarForCTC.generate   (inference)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import TensorType
+
+__all__ = ["GraniteSpeechNarProcessor", "LABEL_PADDING_VALUE"]
+
+# Label padding: the loss reads ``label_lengths``; a negative filler also marks the padding for code that
+# only looks at ``labels`` (the model's forward, transformers collators), as -100 does everywhere else.
+LABEL_PADDING_VALUE = -100
+
+
+class GraniteSpeechNarProcessor(ProcessorMixin):
+    r"""Feature extractor and tokenizer of Granite Speech NAR.
+
+    ``processor(audio, sampling_rate=16000)`` gives the model's inputs; with ``text=`` it also gives the CTC
+    training targets. ``processor.batch_decode(model.generate(**inputs))`` gives the transcripts.
+
+    Args:
+        feature_extractor: a :class:`~granite_nar.GraniteSpeechNarFeatureExtractor`.
+        tokenizer: the model's tokenizer (any ``transformers`` tokenizer).
+        blank_token: the token the model uses as the CTC blank; it may never appear in a label.
+            Default: the tokenizer's ``eos_token`` (``<|end_of_text|>``), as in the released model, whose
+            config has ``blank_token_id == eos_token_id``.
+    """
+
+    def __init__(self, feature_extractor, tokenizer, blank_token: str | None = None):
+        self.blank_token = blank_token
+        super().__init__(feature_extractor, tokenizer)
+
+    @property
+    def blank_token_id(self) -> int | None:
+        """Id of the CTC blank in the tokenizer's vocabulary (``None`` if the tokenizer has no such token)."""
+        token = self.blank_token if self.blank_token is not None else self.tokenizer.eos_token
+        if token is None:
+            return None
+        return self.tokenizer.convert_tokens_to_ids(token)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(self.feature_extractor.model_input_names) + ["labels", "label_lengths"]
+
+    def __call__(
+        self,
+        audio: Any = None,
+        text: str | Sequence[str] | None = None,
+        sampling_rate: int | None = None,
+        return_tensors: str | TensorType | None = "pt",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        label_padding_value: int = LABEL_PADDING_VALUE,
+    ) -> BatchFeature:
+        """Model inputs for ``audio`` and, when ``text`` is given, CTC targets.
+
+        Args:
+            audio: one 16 kHz mono waveform (1-D numpy array, torch tensor or list of floats; float samples
+                or int16 PCM) or a list of them. Files must be read first (:func:`granite_nar.audio.load_audio`).
+            text: one transcript or a list of them, one per waveform (or text alone, to build labels only).
+            sampling_rate: the audio's rate; checked against the feature extractor's (nothing is resampled).
+            return_tensors: ``"pt"`` (default) or ``"np"``.
+            device, dtype: where and in which precision the features are computed (see the feature extractor).
+            label_padding_value: filler of ``labels`` past each ``label_lengths`` entry (default -100).
+
+        Returns:
+            :class:`~transformers.BatchFeature` with ``input_features`` ``(B, T, 160)`` and
+            ``input_features_mask`` ``(B, T)`` bool for audio (``T = max_b N_b // 320``,
+            :func:`granite_nar.lengths.num_encoder_frames`), and for text ``labels`` ``(B, S_max)`` int64,
+            right-padded, and ``label_lengths`` ``(B,)`` int64. Labels hold the tokenizer's ids without any
+            special token added (no BOS/EOS: CTC targets are the transcript alone).
+
+        Raises:
+            InvalidAudioError: an unusable waveform (empty, under 320 samples, NaN/inf, not 1-D …), named by index.
+            ValueError: neither audio nor text; a different number of texts and waveforms; a wrong sampling rate;
+                a transcript whose tokens include the CTC blank.
+            TypeError: ``text`` is not a string or a list of strings.
+        """
+        if audio is None and text is None:
+            raise ValueError("pass audio, text or both")
+        if return_tensors is None:
+            return_tensors = TensorType.PYTORCH
+        return_tensors = TensorType(return_tensors)
+        data: dict[str, Any] = {}
+        if audio is not None:
+            features = self.feature_extractor(
+                audio, sampling_rate=sampling_rate, return_tensors="pt", device=device, dtype=dtype
+            )
+            data.update(features)
+        if text is not None:
+            texts = _as_text_list(text)
+            if audio is not None and len(texts) != data["input_features"].shape[0]:
+                raise ValueError(
+                    f"got {data['input_features'].shape[0]} waveform(s) but {len(texts)} transcript(s); "
+                    "pass one transcript per waveform"
+                )
+            labels, lengths = self._encode_labels(texts, label_padding_value)
+            data["labels"], data["label_lengths"] = labels, lengths
+        if return_tensors == TensorType.NUMPY:
+            data = {key: value.cpu().numpy() for key, value in data.items()}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _encode_labels(self, texts: list[str], padding_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids of each transcript, right-padded: ``(B, S_max)`` and lengths ``(B,)``."""
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        blank = self.blank_token_id
+        for index, row in enumerate(ids):
+            if blank is not None and blank in row:
+                token = self.tokenizer.convert_ids_to_tokens(blank)
+                raise ValueError(
+                    f"text[{index}] encodes to the CTC blank id {blank} ({token!r}); transcripts must not "
+                    "contain it"
+                )
+        lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)  # (B,)
+        labels = torch.full((len(ids), max((len(row) for row in ids), default=0)), padding_value, dtype=torch.long)
+        for b, row in enumerate(ids):
+            labels[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return labels, lengths
+
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        """Transcripts of a batch of token-id sequences (e.g. the list :meth:`generate` returns).
+
+        Accepts a list of 1-D tensors / arrays / lists of ids (lengths may differ) or a 2-D tensor.
+        Special tokens (pad, blank/eos) are skipped by default.
+        """
+        rows = [_ids_list(row) for row in sequences]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = True, **kwargs) -> str:
+        """Transcript of one token-id sequence; special tokens skipped by default."""
+        return self.tokenizer.decode(_ids_list(token_ids), skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+def _as_text_list(text: Any) -> list[str]:
+    if isinstance(text, str):
+        return [text]
+    if isinstance(text, Sequence) and all(isinstance(t, str) for t in text):
+        if len(text) == 0:
+            raise ValueError("text is an empty list")
+        return list(text)
+    raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+
+
+def _ids_list(ids: Any) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        if ids.ndim != 1:
+            raise ValueError(f"expected a 1-D sequence of token ids, got shape {tuple(ids.shape)}")
+        return ids.tolist()
+    if isinstance(ids, np.ndarray):
+        return ids.astype(np.int64).ravel().tolist()
+    return [int(i) for i in ids]
