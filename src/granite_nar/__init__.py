@@ -3,14 +3,16 @@
 Importing the package registers its configs and models with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCTC
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoProcessor
 
+from .audio import AudioLoadError, load_audio
 from .configuration import (
     GraniteSpeechNarConfig,
     GraniteSpeechNarEncoderConfig,
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
 )
+from .feature_extraction import GraniteSpeechNarFeatureExtractor, InvalidAudioError
 from .modeling_granite_speech_nar import (
     GraniteSpeechNarForCTC,
     GraniteSpeechNarGenerateOutput,
@@ -18,6 +20,8 @@ from .modeling_granite_speech_nar import (
     GraniteSpeechNarOutput,
     GraniteSpeechNarPreTrainedModel,
 )
+from .processing import GraniteSpeechNarProcessor
+from .transcribe import TranscriptionResult, load_model, transcribe
 
 __version__ = "0.1.0"
 
@@ -30,6 +34,10 @@ for _config in (
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
 AutoModel.register(GraniteSpeechNarConfig, GraniteSpeechNarModel, exist_ok=True)
 AutoModelForCTC.register(GraniteSpeechNarConfig, GraniteSpeechNarForCTC, exist_ok=True)
+# Registering by config class also lets AutoProcessor / AutoFeatureExtractor find the classes by the names
+# written in processor_config.json / preprocessor_config.json (the original layout's `auto_map` is ignored).
+AutoFeatureExtractor.register(GraniteSpeechNarConfig, GraniteSpeechNarFeatureExtractor, exist_ok=True)
+AutoProcessor.register(GraniteSpeechNarConfig, GraniteSpeechNarProcessor, exist_ok=True)
 
 __all__ = [
     "GraniteSpeechNarConfig",
@@ -41,4 +49,12 @@ __all__ = [
     "GraniteSpeechNarForCTC",
     "GraniteSpeechNarOutput",
     "GraniteSpeechNarGenerateOutput",
+    "GraniteSpeechNarFeatureExtractor",
+    "GraniteSpeechNarProcessor",
+    "InvalidAudioError",
+    "AudioLoadError",
+    "load_audio",
+    "load_model",
+    "transcribe",
+    "TranscriptionResult",
 ]
