@@ -3,7 +3,14 @@
 Importing the package registers its configs and models with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForCTC,
+    AutoModelForSpeechSeq2Seq,
+    AutoProcessor,
+)
 
 from .audio import AudioLoadError, load_audio
 from .configuration import (
@@ -13,6 +20,11 @@ from .configuration import (
     GraniteSpeechNarTextConfig,
 )
 from .feature_extraction import GraniteSpeechNarFeatureExtractor, InvalidAudioError
+from .modeling_granite_speech_ar import (
+    GraniteSpeechArConfig,
+    GraniteSpeechArForConditionalGeneration,
+    GraniteSpeechArPreTrainedModel,
+)
 from .modeling_granite_speech_nar import (
     GraniteSpeechNarForCTC,
     GraniteSpeechNarGenerateOutput,
@@ -34,6 +46,11 @@ for _config in (
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
 AutoModel.register(GraniteSpeechNarConfig, GraniteSpeechNarModel, exist_ok=True)
 AutoModelForCTC.register(GraniteSpeechNarConfig, GraniteSpeechNarForCTC, exist_ok=True)
+# The autoregressive counterpart (same encoder and projector, causal LM), like transformers' Granite Speech.
+AutoConfig.register(GraniteSpeechArConfig.model_type, GraniteSpeechArConfig, exist_ok=True)
+AutoModelForSpeechSeq2Seq.register(
+    GraniteSpeechArConfig, GraniteSpeechArForConditionalGeneration, exist_ok=True
+)
 # Registering by config class also lets AutoProcessor / AutoFeatureExtractor find the classes by the names
 # written in processor_config.json / preprocessor_config.json (the original layout's `auto_map` is ignored).
 AutoFeatureExtractor.register(GraniteSpeechNarConfig, GraniteSpeechNarFeatureExtractor, exist_ok=True)
@@ -49,6 +66,9 @@ __all__ = [
     "GraniteSpeechNarForCTC",
     "GraniteSpeechNarOutput",
     "GraniteSpeechNarGenerateOutput",
+    "GraniteSpeechArConfig",
+    "GraniteSpeechArPreTrainedModel",
+    "GraniteSpeechArForConditionalGeneration",
     "GraniteSpeechNarFeatureExtractor",
     "GraniteSpeechNarProcessor",
     "InvalidAudioError",
