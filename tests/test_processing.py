@@ -1,0 +1,208 @@
+"""GraniteSpeechNarProcessor: the model's length contract, CTC labels, decoding, saving and Auto loading."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tiny import FIXTURES, tiny_model
+from transformers import AutoFeatureExtractor, AutoProcessor
+
+import granite_nar  # noqa: F401  (registers the Auto classes)
+from granite_nar import (
+    GraniteSpeechNarFeatureExtractor,
+    GraniteSpeechNarForCTC,
+    GraniteSpeechNarProcessor,
+    InvalidAudioError,
+)
+from granite_nar.data.synthetic import generate_sentences, grammar_vocabulary, train_tokenizer
+from granite_nar.demo import demo_config
+from granite_nar.lengths import num_audio_tokens, num_bpe_windows, num_encoder_frames
+
+ORIGINAL = FIXTURES / "reference_tiny" / "original"
+# 320 = one encoder frame; 1599 has 4 frames but no audio token; 16321 is not a whole number of frames.
+LENGTHS = [16321, 320, 1599, 1600, 8000, 4817]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Toy-size matrices: a second thread only adds contention (100x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    texts = generate_sentences(300, seed=0) + grammar_vocabulary()
+    return train_tokenizer(texts, tmp_path_factory.mktemp("tokenizer"), vocab_size=160)
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer):
+    return GraniteSpeechNarProcessor(GraniteSpeechNarFeatureExtractor(), tokenizer)
+
+
+def waves(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
+
+
+def test_features_and_mask_follow_the_length_helpers(processor):
+    batch = processor(waves(LENGTHS), sampling_rate=16000)
+    frames = [num_encoder_frames(n) for n in LENGTHS]
+    assert batch["input_features"].shape == (len(LENGTHS), max(frames), 160)
+    assert batch["input_features_mask"].dtype == torch.bool
+    assert batch["input_features_mask"].sum(dim=1).tolist() == frames
+    # Exactly the feature extractor's output: the processor adds nothing to the audio path.
+    alone = processor.feature_extractor(waves(LENGTHS), sampling_rate=16000)
+    assert torch.equal(batch["input_features"], alone["input_features"])
+
+
+def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
+    # The contract between processor and model: the mask the processor writes is the length the model
+    # uses, so a padded batch gives every utterance exactly what it gets alone.
+    model = tiny_model(seed=0)
+    audio = waves(LENGTHS, seed=1)
+    batch = processor(audio)
+    encoded = model.model.encode_audio(
+        batch["input_features"], batch["input_features_mask"], output_bpe_logits=True
+    )
+    frames = [num_encoder_frames(n) for n in LENGTHS]
+    assert encoded.audio_lengths.tolist() == [num_audio_tokens(t) for t in frames]
+    assert encoded.bpe_lengths.tolist() == [num_bpe_windows(t) for t in frames]
+
+    batched = model.generate(**batch, num_editing_steps=2, return_dict_in_generate=True)
+    for b, wave in enumerate(audio):
+        alone = model.generate(**processor(wave), num_editing_steps=2, return_dict_in_generate=True)
+        assert batched.encoder_sequences[b].tolist() == alone.encoder_sequences[0].tolist()
+        assert batched.sequences[b].tolist() == alone.sequences[0].tolist()
+        torch.testing.assert_close(batched.logits[b], alone.logits[0], atol=2e-5, rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(320, 40000), amplitude=st.floats(1e-4, 1.0))
+def test_frame_count_property(processor, length, amplitude):
+    wave = (amplitude * np.sin(np.arange(length) * 0.05)).astype(np.float32)
+    mask = processor(wave)["input_features_mask"]
+    assert mask.shape == (1, num_encoder_frames(length)) and bool(mask.all())
+
+
+def test_labels_are_plain_token_ids_right_padded(processor, tokenizer):
+    texts = ["the red cat sees two small dogs", "a dog", "where is my hat"]
+    out = processor(text=texts)
+    assert set(out) == {"labels", "label_lengths"}
+    for b, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        n = int(out["label_lengths"][b])
+        assert out["labels"][b, :n].tolist() == ids
+        assert (out["labels"][b, n:] == -100).all()
+        assert tokenizer.eos_token_id not in ids and tokenizer.pad_token_id not in ids
+    assert processor.batch_decode([out["labels"][b, : out["label_lengths"][b]] for b in range(3)]) == texts
+
+
+def test_labels_feed_the_loss_whatever_the_padding(processor, tokenizer):
+    torch.manual_seed(0)
+    config = demo_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    model = GraniteSpeechNarForCTC(config).eval()
+    batch = processor(waves([9000, 12000], seed=2), text=["a dog", "the cat sees two small dogs"])
+    loss = model(**batch).loss
+    refilled = batch["labels"].clone()
+    refilled[refilled < 0] = 7  # any filler past label_lengths gives the same loss
+    same = model(batch["input_features"], batch["input_features_mask"], refilled, batch["label_lengths"]).loss
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, same)
+
+
+def test_text_with_the_blank_token_is_refused(processor):
+    with pytest.raises(ValueError, match=r"text\[1\] encodes to the CTC blank id"):
+        processor(text=["a cat", "a <|end_of_text|> cat"])
+
+
+def test_input_errors(processor):
+    with pytest.raises(ValueError, match="pass audio, text or both"):
+        processor()
+    with pytest.raises(ValueError, match="2 waveform.*1 transcript"):
+        processor(waves([1600, 1600]), text="a cat")
+    with pytest.raises(TypeError, match="string or a list of strings"):
+        processor(text=[1, 2])
+    with pytest.raises(ValueError, match="expects 16000 Hz"):
+        processor(waves([1600])[0], sampling_rate=8000)
+    with pytest.raises(InvalidAudioError, match=r"audio\[1\].*shorter than one encoder frame"):
+        processor(waves([1600, 100]))
+
+
+def test_decoding_skips_special_tokens_by_default(processor, tokenizer):
+    ids = tokenizer("two small dogs", add_special_tokens=False)["input_ids"]
+    special = [tokenizer.pad_token_id, tokenizer.eos_token_id]
+    rows = [torch.tensor(ids + special), torch.tensor(special[:1] + ids[:1])]  # unequal lengths
+    assert processor.batch_decode(rows) == ["two small dogs", tokenizer.decode(ids[:1])]
+    assert processor.decode(np.array(ids + special)) == "two small dogs"
+    assert "<|end_of_text|>" in processor.decode(ids + special, skip_special_tokens=False)
+
+
+def test_numpy_outputs(processor):
+    out = processor(waves([3200]), text="a cat", return_tensors="np")
+    assert isinstance(out["input_features"], np.ndarray) and out["input_features"].shape == (1, 10, 160)
+    assert isinstance(out["labels"], np.ndarray) and out["labels"].dtype == np.int64
+
+
+def test_save_and_load_round_trip(processor, tmp_path):
+    custom = GraniteSpeechNarProcessor(
+        processor.feature_extractor, processor.tokenizer, blank_token="<|pad|>"
+    )
+    custom.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["processor_class"] == "GraniteSpeechNarProcessor"
+    for loader in (GraniteSpeechNarProcessor.from_pretrained, AutoProcessor.from_pretrained):
+        loaded = loader(tmp_path)
+        assert type(loaded) is GraniteSpeechNarProcessor
+        assert loaded.blank_token == "<|pad|>" and loaded.blank_token_id == processor.tokenizer.pad_token_id
+        audio = waves([5000, 3000], seed=3)
+        assert torch.equal(loaded(audio)["input_features"], processor(audio)["input_features"])
+        text = "the old man feeds the birds"
+        assert loaded(text=text)["labels"].tolist() == processor(text=text)["labels"].tolist()
+    assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is GraniteSpeechNarFeatureExtractor
+
+
+@pytest.fixture
+def no_remote_code(monkeypatch):
+    """Fail loudly if anything tries to import code from a checkpoint folder."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("remote code was requested")
+
+    import transformers.models.auto.feature_extraction_auto as fe_auto
+    import transformers.models.auto.processing_auto as proc_auto
+
+    monkeypatch.setattr(proc_auto, "get_class_from_dynamic_module", refuse)
+    monkeypatch.setattr(fe_auto, "get_class_from_dynamic_module", refuse)
+
+
+def test_auto_classes_load_the_original_layout_without_remote_code(no_remote_code):
+    # preprocessor_config.json: feature_extractor_type, n_mels and an auto_map pointing at remote code.
+    processor = AutoProcessor.from_pretrained(ORIGINAL)
+    assert type(processor) is GraniteSpeechNarProcessor
+    assert processor.feature_extractor.feature_size == 80
+    assert processor.blank_token_id == 96  # <|end_of_text|>, the checkpoint's blank_token_id
+    extractor = AutoFeatureExtractor.from_pretrained(ORIGINAL)
+    assert type(extractor) is GraniteSpeechNarFeatureExtractor
+    wave = waves([16000])[0]
+    assert torch.equal(
+        processor(wave)["input_features"], GraniteSpeechNarFeatureExtractor()(wave)["input_features"]
+    )
+
+
+def test_a_preprocessor_config_naming_the_processor_is_enough(tmp_path, no_remote_code):
+    # No config.json: AutoProcessor must find the class from the name in preprocessor_config.json alone.
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(ORIGINAL / name, tmp_path / name)
+    config = json.loads((ORIGINAL / "preprocessor_config.json").read_text())
+    config.pop("auto_map")
+    config["processor_class"] = "GraniteSpeechNarProcessor"
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    assert type(AutoProcessor.from_pretrained(tmp_path)) is GraniteSpeechNarProcessor
