@@ -1,0 +1,247 @@
+"""transcribe(): batching and sorting never change a transcript; inputs of every kind; per-input errors;
+and the transformers pipeline class giving the same text."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import pipeline
+
+from granite_nar import GraniteSpeechNarProcessor, InvalidAudioError, load_audio, load_model, transcribe
+from granite_nar.audio import AudioLoadError
+from granite_nar.demo import is_random_demo_model, make_random_demo_model
+from granite_nar.pipeline import GraniteSpeechNarPipeline
+from granite_nar.transcribe import ShortAudioWarning, TranscriptionResult
+
+DEMO_WAV = "examples/audio/demo.wav"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Toy-size matrices: a second thread only adds contention (100x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_random_demo_model(tmp_path_factory.mktemp("demo"), num_sentences=300, vocab_size=160)
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return load_model(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """The demo sentence cut into pieces of different lengths (real speech, so drafts are not empty)."""
+    wave = load_audio(DEMO_WAV)
+    return [wave[start : start + n] for start, n in [(0, 40000), (3000, 9000), (20000, 16001), (500, 4800)]]
+
+
+def reference(loaded, wave, steps=1):
+    """The transcript and draft of one waveform through processor and generate directly."""
+    model, processor = loaded
+    out = model.generate(**processor(wave), num_editing_steps=steps, return_dict_in_generate=True)
+    return processor.decode(out.sequences[0]), processor.decode(out.encoder_sequences[0])
+
+
+def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech, monkeypatch):
+    model, processor = loaded
+    expected = [reference(loaded, w)[0] for w in speech]
+    seen = []
+    generate = model.generate
+
+    def spy(input_features, input_features_mask, **kwargs):
+        seen.append(input_features_mask.sum(dim=1).tolist())
+        return generate(input_features, input_features_mask, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    texts = transcribe(speech, model=model, processor=processor, batch_size=3)
+    assert texts == expected
+    assert any(texts), "the demo model should not be silent on speech"
+    # Longest first, at most batch_size per call, every utterance exactly once.
+    assert [len(b) for b in seen] == [3, 1]
+    flat = [n for batch in seen for n in batch]
+    assert flat == sorted(flat, reverse=True) and sorted(flat) == sorted(len(w) // 320 for w in speech)
+
+
+def test_mixed_inputs_give_the_same_text_as_arrays(loaded, speech, tmp_path):
+    model, processor = loaded
+    wave = speech[0]
+    path = tmp_path / "a.wav"
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    stereo_44k = tmp_path / "stereo.wav"
+    sf.write(stereo_44k, np.stack([wave, wave], axis=1), 16000, subtype="FLOAT")
+    pcm = np.round(wave * 32767).astype(np.int16)
+    inputs = [
+        str(path),
+        path,
+        wave,
+        torch.from_numpy(wave),
+        np.stack([wave, wave]),  # (channels, samples)
+        {"array": wave, "sampling_rate": 16000},
+        stereo_44k,
+        pcm,
+    ]
+    texts = transcribe(inputs, model=model, processor=processor, batch_size=3)
+    expected = reference(loaded, wave)[0]
+    assert texts[:7] == [expected] * 7
+    assert texts[7] == reference(loaded, pcm.astype(np.float32) / 32768)[0]
+
+
+def test_resampled_inputs_match_load_audio(loaded, tmp_path):
+    model, processor = loaded
+    wave44 = load_audio(DEMO_WAV, sampling_rate=44100)
+    path = tmp_path / "44k.wav"
+    sf.write(path, wave44, 44100, subtype="FLOAT")
+    expected = reference(loaded, load_audio(path))[0]
+    got = transcribe(
+        [path, {"array": wave44, "sampling_rate": 44100}, wave44],
+        model=model,
+        processor=processor,
+        sampling_rate=44100,
+    )
+    assert got == [expected] * 3
+
+
+def test_drafts_and_editing_steps(loaded, speech):
+    model, processor = loaded
+    results = transcribe(
+        speech[:2], model=model, processor=processor, num_editing_steps=2, return_drafts=True
+    )
+    assert all(isinstance(r, TranscriptionResult) and r.ok for r in results)
+    for result, wave in zip(results, speech[:2], strict=True):
+        assert (result.text, result.draft) == reference(loaded, wave, steps=2)
+        assert result.duration_sec == pytest.approx(len(wave) / 16000)
+        assert result.source == f"audio[{result.index}]"
+    zero = transcribe(speech[:2], model=model, processor=processor, num_editing_steps=0, return_drafts=True)
+    assert [r.text for r in zero] == [r.draft for r in zero] == [r.draft for r in results]
+
+
+def test_bad_inputs_are_reported_per_item_and_the_rest_is_transcribed(loaded, speech, tmp_path):
+    model, processor = loaded
+    text_file = tmp_path / "notes.wav"
+    text_file.write_text("not audio")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    too_short_file = tmp_path / "short.wav"
+    sf.write(too_short_file, np.zeros(200, np.float32), 16000)
+    nan = speech[1].copy()
+    nan[5] = np.nan
+    inputs = [
+        speech[0],
+        tmp_path / "missing.wav",
+        nan,
+        speech[1],
+        np.zeros(100, np.float32),
+        text_file,
+        np.zeros((3000, 2), np.float32),  # (samples, channels)
+        empty,
+        too_short_file,
+        None,
+        np.zeros(0, np.float32),
+    ]
+    results = transcribe(inputs, model=model, processor=processor, on_error="skip", batch_size=2)
+    assert [r.index for r in results] == list(range(len(inputs)))
+    assert results[0].text == reference(loaded, speech[0])[0]
+    assert results[3].text == reference(loaded, speech[1])[0]
+    expected_errors = {
+        1: "missing.wav: no such file",
+        2: "audio[2]: 1 of 9000 samples are NaN or inf",
+        4: "audio[4]: 100 samples is shorter than one encoder frame",
+        5: "notes.wav: not a readable audio file",
+        6: "audio[6]: a 2-D waveform must be (channels, samples)",
+        7: "empty.wav: the file holds no audio samples",
+        8: "short.wav: 200 samples is shorter than one encoder frame",
+        9: "audio[9]: expected a waveform",
+        10: "audio[10]: the waveform is empty",
+    }
+    for index, message in expected_errors.items():
+        assert results[index].text is None and message in results[index].error, results[index]
+    assert [r.ok for r in results].count(True) == 2
+
+
+def test_on_error_raise_stops_with_the_named_input(loaded, speech, tmp_path):
+    model, processor = loaded
+    with pytest.raises(AudioLoadError, match="missing.wav: no such file"):
+        transcribe([speech[0], tmp_path / "missing.wav"], model=model, processor=processor)
+    with pytest.raises(InvalidAudioError, match=r"audio\[1\]: .* NaN"):
+        transcribe([speech[0], np.full(1000, np.nan, np.float32)], model=model, processor=processor)
+    with pytest.raises(InvalidAudioError, match=r"audio\[0\]: sampled at 8000 Hz.*enable resampling"):
+        transcribe(speech[0], model=model, processor=processor, sampling_rate=8000, resample=False)
+
+
+def test_short_audio_policy(loaded, speech):
+    # 320..1599 samples: encoder frames but no audio token. Transcribed, with a warning.
+    model, processor = loaded
+    with pytest.warns(ShortAudioWarning, match="shorter than one audio token"):
+        results = transcribe(
+            [speech[0][:800], speech[0][:1600]], model=model, processor=processor, on_error="skip"
+        )
+    assert results[0].ok and isinstance(results[0].text, str) and "800 samples" in results[0].warning
+    assert results[1].ok and results[1].warning is None
+
+
+def test_model_from_a_folder_and_processor_from_the_model(model_dir, loaded, speech):
+    model, processor = loaded
+    expected = reference(loaded, speech[1])[0]
+    assert transcribe(speech[1], model=str(model_dir)) == [expected]
+    assert transcribe(speech[1], model=model) == [expected]  # processor found via model.name_or_path
+    assert is_random_demo_model(model_dir) and is_random_demo_model(model)
+    bf16 = transcribe(speech[1], model=str(model_dir), dtype="bfloat16", return_drafts=True)
+    assert isinstance(bf16[0].text, str)
+    assert transcribe([], model=model) == []
+
+
+def test_argument_errors(loaded):
+    model, processor = loaded
+    with pytest.raises(ValueError, match="on_error"):
+        transcribe([], model=model, on_error="ignore")
+    with pytest.raises(ValueError, match="batch_size"):
+        transcribe([], model=model, batch_size=0)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        transcribe(np.zeros(1600, np.float32), model=model, processor=processor, dtype="int8")
+    with pytest.raises(TypeError, match="GraniteSpeechNarForCTC"):
+        transcribe(np.zeros(1600, np.float32), model=object())
+
+
+def test_progress_bar(loaded, speech, capsys):
+    model, processor = loaded
+    transcribe(speech, model=model, processor=processor, batch_size=2, progress=True)
+    assert "transcribing" in capsys.readouterr().err
+    transcribe(speech, model=model, processor=processor, batch_size=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_transformers_pipeline(model_dir, loaded, speech, tmp_path):
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=str(model_dir),
+        pipeline_class=GraniteSpeechNarPipeline,
+        device="cpu",
+    )
+    assert isinstance(asr.model, type(loaded[0]))
+    path = tmp_path / "a.wav"
+    sf.write(path, speech[0], 16000, subtype="FLOAT")
+    expected = [reference(loaded, w)[0] for w in speech]
+    assert asr(str(path)) == {"text": expected[0]}
+    outputs = asr(
+        [str(path), speech[1], {"array": speech[2], "sampling_rate": 16000}, speech[3]], batch_size=2
+    )
+    assert [o["text"] for o in outputs] == expected
+    with_draft = asr(speech[1], return_drafts=True, num_editing_steps=0)
+    assert with_draft["text"] == with_draft["draft"] == reference(loaded, speech[1], steps=0)[1]
+    assert asr(path.read_bytes())["text"] == expected[0]
+    with pytest.raises(TypeError, match="return_timestamps"):
+        asr(speech[0], return_timestamps=True)
+
+
+def test_processor_is_loaded_from_a_processor_folder(model_dir, loaded, speech):
+    processor = GraniteSpeechNarProcessor.from_pretrained(model_dir)
+    assert transcribe(speech[3], model=loaded[0], processor=str(model_dir)) == transcribe(
+        speech[3], model=loaded[0], processor=processor
+    )
