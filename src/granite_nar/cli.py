@@ -95,13 +95,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _quiet_libraries() -> None:
-    """Keep stdout/stderr for transcripts and our own one-line messages."""
+def _quiet_libraries():
+    """Keep stdout/stderr for transcripts and our own one-line messages; returns a function that undoes it
+    (``main`` also runs in-process, from tests and notebooks)."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    hub_logger.setLevel(logging.ERROR)
+
+    def restore() -> None:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(hub_level)
+
+    return restore
 
 
 def _error(message: str) -> None:
@@ -228,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error already
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    _quiet_libraries()
+    restore = _quiet_libraries()
     try:
         if args.command == "transcribe":
             return _transcribe(args)
@@ -242,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("granite-nar: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
