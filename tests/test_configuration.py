@@ -1,0 +1,152 @@
+"""Configs: released-checkpoint defaults, cross-field validation, JSON round trip, original field names."""
+
+import json
+
+import pytest
+from tiny import FIXTURES, tiny_config
+
+from granite_nar import (
+    GraniteSpeechNarConfig,
+    GraniteSpeechNarEncoderConfig,
+    GraniteSpeechNarProjectorConfig,
+    GraniteSpeechNarTextConfig,
+)
+from granite_nar.original_layout import OriginalLayoutError, convert_config_dict
+
+
+def test_defaults_are_the_released_checkpoint():
+    cfg = GraniteSpeechNarConfig()
+    enc, proj, text = cfg.encoder_config, cfg.projector_config, cfg.text_config
+    assert (enc.input_dim, enc.num_layers, enc.hidden_dim, enc.num_heads, enc.dim_head) == (
+        160,
+        16,
+        1024,
+        8,
+        128,
+    )
+    assert (enc.feedforward_mult, enc.conv_kernel_size, enc.conv_expansion_factor) == (4, 15, 2)
+    assert (enc.context_size, enc.max_pos_emb, enc.output_dim, enc.self_conditioning_layer) == (
+        200,
+        512,
+        348,
+        8,
+    )
+    assert (enc.vocabulary_size, enc.pooling_window, enc.cat_hidden_layers) == (100352, 4, [4, 8, 12])
+    assert enc.export_after_self_conditioning is True
+    assert (proj.hidden_size, proj.intermediate_size, proj.num_hidden_layers, proj.num_attention_heads) == (
+        2048,
+        4096,
+        2,
+        32,
+    )
+    assert (proj.window_size, proj.downsample_rate, proj.layer_norm_eps, proj.attention_bias) == (
+        15,
+        5,
+        1e-6,
+        True,
+    )
+    assert proj.encoder_hidden_size == 4096 and proj.hidden_act == "silu"
+    assert (text.vocab_size, text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (
+        100352,
+        2048,
+        4096,
+        40,
+    )
+    assert (text.num_attention_heads, text.num_key_value_heads, text.rms_norm_eps) == (16, 4, 1e-5)
+    assert (
+        text.embedding_multiplier,
+        text.attention_multiplier,
+        text.residual_multiplier,
+        text.logits_scaling,
+    ) == (
+        12.0,
+        0.0078125,
+        0.22,
+        8.0,
+    )
+    assert text.rope_parameters["rope_theta"] == 10000.0 and text.tie_word_embeddings
+    assert (text.pad_token_id, text.eos_token_id) == (100256, 100257)
+    assert (cfg.blank_token_id, cfg.min_edit_sequence_length, cfg.scale_projected_embeddings) == (
+        100257,
+        8,
+        True,
+    )
+    assert (cfg.ce_loss_lambda, cfg.encoder_ctc_loss_lambda) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"projector_config": {"window_size": 16}},
+            r"window_size \(16\) must be a multiple of downsample_rate \(5\)",
+        ),
+        (
+            {"projector_config": {"encoder_hidden_size": 3072}},
+            r"encoder_hidden_size \(3072\) must equal encoder hidden_dim \(1024\) \* \(len\(cat_hidden_layers\) \+ 1\) = 4096",
+        ),
+        (
+            {"projector_config": {"hidden_size": 1024, "num_attention_heads": 16}},
+            r"hidden_size \(1024\) must equal text_config.hidden_size \(2048\)",
+        ),
+        (
+            {"encoder_config": {"vocabulary_size": 100353}},
+            r"vocabulary_size \(100353\) must equal text_config.vocab_size \(100352\)",
+        ),
+        ({"blank_token_id": 100352}, r"blank_token_id \(100352\) must lie inside the vocabulary"),
+        (
+            {"encoder_config": {"context_size": 600}},
+            r"context_size \(600\) must be in 1..max_pos_emb \(512\)",
+        ),
+        (
+            {"encoder_config": {"cat_hidden_layers": [4, 17]}},
+            r"cat_hidden_layers entry 17 is outside 0..num_layers \(16\)",
+        ),
+    ],
+)
+def test_inconsistent_fields_name_both_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GraniteSpeechNarConfig(**kwargs)
+
+
+def test_json_round_trip(tmp_path):
+    cfg = tiny_config(ce_loss_lambda=0.25, min_edit_sequence_length=3)
+    cfg.save_pretrained(tmp_path)
+    loaded = GraniteSpeechNarConfig.from_pretrained(tmp_path)
+    for key in ("encoder_config", "projector_config", "text_config"):
+        assert type(getattr(loaded, key)) is type(getattr(cfg, key))
+        assert getattr(loaded, key).to_dict() == getattr(cfg, key).to_dict()
+    assert (loaded.ce_loss_lambda, loaded.min_edit_sequence_length) == (0.25, 3)
+    assert isinstance(loaded.text_config, GraniteSpeechNarTextConfig)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "granite_speech_nar"
+
+
+def test_sub_configs_stand_alone():
+    assert GraniteSpeechNarEncoderConfig(num_layers=6).self_conditioning_layer == 3
+    assert GraniteSpeechNarProjectorConfig().num_queries == 3
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        GraniteSpeechNarProjectorConfig(num_key_value_heads=8)
+
+
+def test_original_config_fields_are_mapped():
+    original = json.loads((FIXTURES / "reference_tiny/original/config.json").read_text())
+    cfg = GraniteSpeechNarConfig.from_dict(original)
+    assert cfg.encoder_config.vocabulary_size == original["encoder_config"]["bpe_output_dim"]
+    assert cfg.encoder_config.pooling_window == original["encoder_config"]["bpe_pooling_window"]
+    assert cfg.encoder_config.cat_hidden_layers == [1, 2, 3]  # encoder_layer_indices [1, 2, 3, -1]
+    assert cfg.projector_config.window_size == original["projector_config"]["block_size"]
+    assert cfg.projector_config.intermediate_size == 48 * 2  # hidden_size * mlp_ratio
+    assert cfg.projector_config.num_attention_heads == original["projector_config"]["num_heads"]
+    assert cfg.text_config.model_type == "granite_speech_nar_text"
+    assert cfg.min_edit_sequence_length == 8
+
+
+def test_original_config_with_unknown_field_is_refused():
+    original = json.loads((FIXTURES / "reference_tiny/original/config.json").read_text())
+    original["encoder_config"]["mystery"] = 1
+    with pytest.raises(OriginalLayoutError, match=r"unknown field encoder_config.mystery"):
+        convert_config_dict(original)
+    original = json.loads((FIXTURES / "reference_tiny/original/config.json").read_text())
+    original["llm_config"] = original.pop("text_config")
+    with pytest.raises(OriginalLayoutError, match="99a4df9"):
+        convert_config_dict(original)
