@@ -133,11 +133,12 @@ def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu
     tied = {"lm_head.weight"} if hasattr(model, "lm_head") else set()
     check_state_dict(model, state_dict, tied)
     model.load_state_dict(state_dict, strict=False, assign=True)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    # After the cast, so that the RoPE frequencies stay fp32 (SPEC §9.11), as in a native from_pretrained.
     model.materialize_buffers(device)
     model.tie_weights()
     model = model.to(device=device)
-    if dtype is not None:
-        model = model.to(dtype=dtype)
     return model.eval()
 
 
