@@ -132,3 +132,15 @@ def test_bad_labels_are_rejected():
         model(feats, mask, labels=torch.tensor([[1, 2]]))
     with pytest.raises(ValueError, match="label_lengths must be"):
         model(feats, mask, labels=torch.tensor([[1], [2]]), label_lengths=torch.tensor([2, 1]))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model(seed=0)
+    plain = _grads(model)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.model.encoder.gradient_checkpointing
+    checkpointed = _grads(model)
+    assert plain.keys() == checkpointed.keys()
+    for name, grad in plain.items():
+        if grad is not None:
+            torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
