@@ -1,0 +1,642 @@
+"""Original (remote-code) checkpoints: direct load, conversion to the native layout, and their failures.
+
+Everything runs on tiny synthetic checkpoints written in the exact original layout (SPEC §6.2, §6.3) and
+on the reference fixture; the full-size name mapping is checked on the ``meta`` device. No network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tiny import FIXTURES, tiny_config
+
+from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
+from granite_nar.conversion import (
+    ConversionError,
+    VerificationResult,
+    convert_checkpoint,
+    convert_preprocessor_config,
+    original_config_dict,
+    original_tensor_names,
+    write_synthetic_original_checkpoint,
+)
+from granite_nar.original_layout import OriginalLayoutError, convert_config_dict, rename_key
+
+REF = FIXTURES / "reference_tiny"
+SCRIPT = Path(__file__).resolve().parents[1] / "conversion" / "convert_granite_speech_nar.py"
+
+
+def _features(lengths, seed=0, dim=160, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(len(lengths), max(lengths), dim, generator=g).to(dtype)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return feats, mask
+
+
+def _assert_same_outputs(a, b, lengths=(40, 23), atol=0.0):
+    feats, mask = _features(lengths, dtype=a.dtype)
+    out_a = a.generate(feats, mask, return_dict_in_generate=True)
+    out_b = b.generate(feats, mask, return_dict_in_generate=True)
+    assert [t.tolist() for t in out_a.encoder_sequences] == [t.tolist() for t in out_b.encoder_sequences]
+    assert [t.tolist() for t in out_a.sequences] == [t.tolist() for t in out_b.sequences]
+    for x, y in zip(out_a.logits, out_b.logits, strict=True):
+        torch.testing.assert_close(x, y, atol=atol, rtol=0)
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
+
+
+def _edit_weights(folder: Path, edit) -> None:
+    tensors = load_file(folder / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, folder / "model.safetensors")
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def tiny_original(tmp_path_factory) -> Path:
+    """A tiny synthetic original-layout checkpoint (single file), written once."""
+    return write_synthetic_original_checkpoint(
+        tmp_path_factory.mktemp("orig") / "tiny", tiny_config(), seed=3
+    )
+
+
+@pytest.fixture
+def original_copy(tiny_original, tmp_path) -> Path:
+    """A private copy to break."""
+    folder = tmp_path / "original"
+    folder.mkdir()
+    for p in tiny_original.iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------------
+# The reference fixture through both paths
+
+
+@pytest.fixture(scope="module")
+def fixture_converted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "native"
+    report = convert_checkpoint(REF / "original", out)
+    assert report.verification.passed
+    return out
+
+
+@pytest.mark.parametrize("path", ["direct", "converted"])
+def test_reference_fixture_reproduced_by_both_paths(path, fixture_converted):
+    """Golden ids exactly and logits to 1e-5, for all six cases in one padded batch."""
+    folder = REF / "original" if path == "direct" else fixture_converted
+    model = GraniteSpeechNarForCTC.from_pretrained(folder)
+    cases = load_file(REF / "cases.safetensors")
+    expected = json.loads((REF / "expected.json").read_text())
+    lengths = expected["lengths"]
+    feats = torch.zeros(len(lengths), max(lengths), 160)
+    for i, n in enumerate(lengths):
+        feats[i, :n] = cases[f"features.{i}"]
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    audio = model.model.encode_audio(feats, mask)
+    embeds = {"audio_embeds": audio.audio_embeds, "audio_lengths": audio.audio_lengths}
+    one = model.generate(**embeds, input_ids=audio.draft_ids, return_dict_in_generate=True)
+    two = model.generate(**embeds, input_ids=one.sequences)
+    assert [t.tolist() for t in audio.draft_ids] == expected["draft_ids"]
+    assert [t.tolist() for t in one.sequences] == expected["edited_ids"]
+    assert [t.tolist() for t in two] == expected["edited_ids_2_steps"]
+    for i, logits in enumerate(one.logits):
+        torch.testing.assert_close(logits, cases[f"logits.{i}"], atol=1e-5, rtol=0)
+
+
+def test_converted_fixture_folder_is_native(fixture_converted):
+    config = json.loads((fixture_converted / "config.json").read_text())
+    assert config["model_type"] == "granite_speech_nar" and "auto_map" not in config
+    assert config["text_config"]["model_type"] == "granite_speech_nar_text"
+    assert config["encoder_config"]["vocabulary_size"] == 97 and config["encoder_config"][
+        "cat_hidden_layers"
+    ] == [1, 2, 3]
+    with safe_open(fixture_converted / "model.safetensors", framework="pt") as f:
+        names = set(f.keys())
+    assert "model.projector.qformer.pos_emb" in names and "lm_head.weight" not in names
+    assert not any("layer_norms" in n or "out_norm" in n or "attn_norm" in n for n in names)
+    fe = json.loads((fixture_converted / "preprocessor_config.json").read_text())
+    assert (
+        fe["feature_size"] == 80 and fe["frame_stacking"] == 2 and "n_mels" not in fe and "auto_map" not in fe
+    )
+    assert fe["feature_extractor_type"] == "GraniteSpeechNarFeatureExtractor"
+    assert (fixture_converted / "tokenizer.json").read_bytes() == (
+        REF / "original" / "tokenizer.json"
+    ).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Synthetic checkpoints: direct == converted
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+def test_direct_load_equals_converted_load(sharded, tmp_path):
+    source = write_synthetic_original_checkpoint(
+        tmp_path / "orig", tiny_config(), seed=1, max_shard_size="40KB" if sharded else None
+    )
+    assert (source / "model.safetensors.index.json").is_file() == sharded
+    report = convert_checkpoint(source, tmp_path / "native", max_shard_size="40KB" if sharded else "5GB")
+    assert report.verification.passed and report.verification.max_abs_logit_diff == 0.0
+    assert ("model.safetensors.index.json" in report.weight_files) == sharded
+    direct = GraniteSpeechNarForCTC.from_pretrained(source)
+    converted = GraniteSpeechNarForCTC.from_pretrained(tmp_path / "native")
+    _assert_same_outputs(direct, converted)
+    for name, tensor in converted.state_dict().items():
+        assert torch.equal(tensor, direct.state_dict()[name]), name
+
+
+def test_base_model_loads_the_original_layout(tiny_original):
+    full = GraniteSpeechNarForCTC.from_pretrained(tiny_original)
+    base = GraniteSpeechNarModel.from_pretrained(tiny_original)
+    assert type(base) is GraniteSpeechNarModel
+    assert base.state_dict().keys() == full.model.state_dict().keys()
+    feats, mask = _features([40, 23])
+    a, b = full.model(feats, mask), base(feats, mask)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+
+
+def test_original_config_round_trip():
+    config = tiny_config()
+    back = GraniteSpeechNarConfig(**convert_config_dict(original_config_dict(config)))
+    for key in ("encoder_config", "projector_config", "text_config"):
+        assert getattr(back, key).to_dict() == getattr(config, key).to_dict(), key
+    assert back.blank_token_id == config.blank_token_id
+    assert back.min_edit_sequence_length == config.min_edit_sequence_length
+
+
+# --------------------------------------------------------------------------------------------------------
+# Strict failures: every bad case names the tensor or field
+
+
+def _load_direct(folder):
+    return GraniteSpeechNarForCTC.from_pretrained(folder)
+
+
+def _convert(folder):
+    return convert_checkpoint(folder, folder.parent / "out")
+
+
+BAD_WEIGHTS = {
+    "missing": (
+        lambda t: t.pop("encoder.layers.1.conv.batch_norm.running_var"),
+        r"missing tensors \(1\): model\.encoder\.layers\.1\.conv\.batch_norm\.running_var",
+    ),
+    "extra_unknown_name": (
+        lambda t: t.__setitem__("decoder.extra.weight", torch.zeros(2)),
+        r"unexpected tensor 'decoder\.extra\.weight'",
+    ),
+    "extra_known_prefix": (
+        lambda t: t.__setitem__("encoder.layers.9.ff1.up_proj.weight", torch.zeros(2)),
+        r"unexpected tensors \(1\): model\.encoder\.layers\.9\.ff1\.up_proj\.weight",
+    ),
+    "wrong_shape": (
+        lambda t: t.__setitem__("projector.query", torch.zeros(1, 4, 24)),
+        r"model\.projector\.qformer\.queries: checkpoint \(1, 4, 24\) vs model \(1, 3, 24\)",
+    ),
+    "layernorm_weight_not_identity": (
+        lambda t: t["projector.layer_norms.1.weight"].__setitem__(3, 1.5),
+        r"projector\.layer_norms\.1\.weight is not an identity LayerNorm weight",
+    ),
+    "layernorm_bias_not_identity": (
+        lambda t: t["projector.qformer.layers.0.mlp_norm.bias"].__setitem__(0, 1e-7),
+        r"projector\.qformer\.layers\.0\.mlp_norm\.bias is not an identity LayerNorm bias",
+    ),
+    "untied_head": (
+        lambda t: t.__setitem__("language_model.lm_head.weight", torch.randn(61, 24)),
+        r"language_model\.lm_head\.weight differs from the token embeddings",
+    ),
+}
+
+BAD_CONFIGS = {
+    "unknown_top_field": (lambda c: c.__setitem__("use_magic", True), r"unknown field \.use_magic"),
+    "unknown_encoder_field": (
+        lambda c: c["encoder_config"].__setitem__("num_experts", 4),
+        r"unknown field encoder_config\.num_experts",
+    ),
+    "unknown_projector_field": (
+        lambda c: c["projector_config"].__setitem__("gate", 1),
+        r"unknown field projector_config\.gate",
+    ),
+    "old_snapshot_head": (
+        lambda c: c["encoder_config"].__setitem__("bpe_output_dim", 62),
+        r"vocab_size \+ 1 .*revision 99a4df9",
+    ),
+}
+
+
+@pytest.mark.parametrize("load", [_load_direct, _convert], ids=["direct", "convert"])
+@pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
+def test_bad_weights_fail_with_the_tensor_name(case, load, original_copy):
+    edit, message = BAD_WEIGHTS[case]
+    _edit_weights(original_copy, edit)
+    with pytest.raises(OriginalLayoutError, match=message):
+        load(original_copy)
+    assert not (original_copy.parent / "out").exists()
+
+
+@pytest.mark.parametrize("load", [_load_direct, _convert], ids=["direct", "convert"])
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_fails_with_the_field_name(case, load, original_copy):
+    edit, message = BAD_CONFIGS[case]
+    _edit_config(original_copy, edit)
+    with pytest.raises(OriginalLayoutError, match=message):
+        load(original_copy)
+
+
+def test_tied_head_equal_to_embeddings_is_accepted(original_copy, tmp_path):
+    _edit_weights(
+        original_copy,
+        lambda t: t.__setitem__(
+            "language_model.lm_head.weight", t["language_model.model.embed_tokens.weight"].clone()
+        ),
+    )
+    report = convert_checkpoint(original_copy, tmp_path / "native", verify=False)
+    assert report.dropped_tied_head
+    assert report.num_original_tensors == report.num_native_tensors + len(report.dropped_identity_norms) + 1
+
+
+@pytest.mark.parametrize("load", [_load_direct, _convert], ids=["direct", "convert"])
+def test_old_snapshot_layout_is_refused_naming_the_revision(load, tmp_path):
+    source = write_synthetic_original_checkpoint(tmp_path / "old", tiny_config(), old_snapshot=True)
+    assert "llm_config" in json.loads((source / "config.json").read_text())
+    with pytest.raises(OriginalLayoutError, match=r"7d20732d.*revision 99a4df9"):
+        load(source)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Full-size name mapping (meta device, no weights)
+
+
+def _spec_original_names() -> dict[str, tuple[int, ...]]:
+    """The 946 names and shapes of SPEC §6.2, written out from the SPEC listing, independently of the code."""
+    names: dict[str, tuple[int, ...]] = {
+        "encoder.input_linear.weight": (1024, 160),
+        "encoder.input_linear.bias": (1024,),
+    }
+    for i in range(16):
+        p = f"encoder.layers.{i}."
+        for ff in ("ff1", "ff2"):
+            names |= {
+                f"{p}{ff}.pre_norm.weight": (1024,),
+                f"{p}{ff}.pre_norm.bias": (1024,),
+                f"{p}{ff}.up_proj.weight": (4096, 1024),
+                f"{p}{ff}.up_proj.bias": (4096,),
+                f"{p}{ff}.down_proj.weight": (1024, 4096),
+                f"{p}{ff}.down_proj.bias": (1024,),
+            }
+        names |= {
+            f"{p}attn.pre_norm.weight": (1024,),
+            f"{p}attn.pre_norm.bias": (1024,),
+            f"{p}attn.to_q.weight": (1024, 1024),
+            f"{p}attn.to_kv.weight": (2048, 1024),
+            f"{p}attn.to_out.weight": (1024, 1024),
+            f"{p}attn.to_out.bias": (1024,),
+            f"{p}attn.rel_pos_emb.weight": (1025, 128),
+            f"{p}conv.norm.weight": (1024,),
+            f"{p}conv.norm.bias": (1024,),
+            f"{p}conv.up_conv.weight": (4096, 1024, 1),
+            f"{p}conv.up_conv.bias": (4096,),
+            f"{p}conv.depth_conv.conv.weight": (2048, 1, 15),
+            f"{p}conv.batch_norm.num_batches_tracked": (),
+            f"{p}conv.down_conv.weight": (1024, 2048, 1),
+            f"{p}conv.down_conv.bias": (1024,),
+            f"{p}post_norm.weight": (1024,),
+            f"{p}post_norm.bias": (1024,),
+        }
+        names |= {
+            f"{p}conv.batch_norm.{k}": (2048,) for k in ("weight", "bias", "running_mean", "running_var")
+        }
+    names |= {
+        "encoder.out.weight": (348, 1024),
+        "encoder.out.bias": (348,),
+        "encoder.out_mid.weight": (1024, 348),
+        "encoder.out_mid.bias": (1024,),
+        "encoder.out_bpe.weight": (100352, 1024),
+        "encoder.out_bpe.bias": (100352,),
+    }
+    names |= {f"projector.layer_norms.{i}.{k}": (1024,) for i in range(4) for k in ("weight", "bias")}
+    names |= {"projector.layer_projector.weight": (2048, 4096), "projector.layer_projector.bias": (2048,)}
+    for j in range(2):
+        p = f"projector.qformer.layers.{j}."
+        names |= {f"{p}{n}.{k}": (2048,) for n in ("attn_norm", "mlp_norm") for k in ("weight", "bias")}
+        for proj in "qkvo":
+            names |= {
+                f"{p}cross_attention.{proj}_proj.weight": (2048, 2048),
+                f"{p}cross_attention.{proj}_proj.bias": (2048,),
+            }
+        names |= {
+            f"{p}mlp.fc1.weight": (4096, 2048),
+            f"{p}mlp.fc1.bias": (4096,),
+            f"{p}mlp.fc2.weight": (2048, 4096),
+            f"{p}mlp.fc2.bias": (2048,),
+        }
+    names |= {
+        "projector.query": (1, 3, 2048),
+        "projector.window_positions": (1, 15, 2048),
+        "projector.out_norm.weight": (2048,),
+        "projector.out_norm.bias": (2048,),
+        "projector.out_linear.weight": (2048, 2048),
+        "projector.out_linear.bias": (2048,),
+    }
+    names["language_model.model.embed_tokens.weight"] = (100352, 2048)
+    for k in range(40):
+        p = f"language_model.model.layers.{k}."
+        names |= {
+            f"{p}input_layernorm.weight": (2048,),
+            f"{p}self_attn.q_proj.weight": (2048, 2048),
+            f"{p}self_attn.k_proj.weight": (512, 2048),
+            f"{p}self_attn.v_proj.weight": (512, 2048),
+            f"{p}self_attn.o_proj.weight": (2048, 2048),
+            f"{p}post_attention_layernorm.weight": (2048,),
+            f"{p}mlp.gate_proj.weight": (4096, 2048),
+            f"{p}mlp.up_proj.weight": (4096, 2048),
+            f"{p}mlp.down_proj.weight": (2048, 4096),
+        }
+    names["language_model.model.norm.weight"] = (2048,)
+    return names
+
+
+def test_full_size_original_names_map_one_to_one_onto_native_names():
+    spec = _spec_original_names()
+    by_part = {
+        part: sum(n.startswith(part) for n in spec) for part in ("encoder.", "projector.", "language_model.")
+    }
+    assert len(spec) == 946 and by_part == {"encoder.": 536, "projector.": 48, "language_model.": 362}
+
+    generated = original_tensor_names(GraniteSpeechNarConfig())  # from the native model on meta
+    assert {name: shape for name, (_, shape) in generated.items()} == spec
+
+    with torch.device("meta"):
+        model = GraniteSpeechNarForCTC(GraniteSpeechNarConfig())
+    native = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    mapped = {name: rename_key(name) for name in spec}
+    dropped = sorted(name for name, target in mapped.items() if target is None)
+    # 4 per-layer norms + out_norm + 2 Q-Former layers x (attn_norm, mlp_norm), each weight and bias.
+    assert len(dropped) == (4 + 1 + 2 * 2) * 2 == 18
+    assert all(".layer_norms." in n or ".out_norm." in n or "_norm." in n for n in dropped)
+    kept = {name: target for name, target in mapped.items() if target is not None}
+    assert len(set(kept.values())) == len(kept) == 946 - 18 == 928  # one-to-one
+    assert set(kept.values()) == set(native)
+    assert all(spec[name] == native[target] for name, target in kept.items())
+    assert sum(".batch_norm." in n for n in native) == 16 * 5  # BatchNorm statistics travel as tensors too
+
+    spot = {
+        "encoder.out_bpe.weight": "model.out_bpe.weight",
+        "encoder.layers.15.conv.depth_conv.conv.weight": "model.encoder.layers.15.conv.depth_conv.conv.weight",
+        "projector.layer_projector.bias": "model.projector.proj.bias",
+        "projector.out_linear.weight": "model.projector.qformer.linear.weight",
+        "projector.query": "model.projector.qformer.queries",
+        "projector.window_positions": "model.projector.qformer.pos_emb",
+        "projector.qformer.layers.1.cross_attention.o_proj.bias": "model.projector.qformer.layers.1.cross_attn.o_proj.bias",
+        "projector.qformer.layers.0.mlp.fc2.weight": "model.projector.qformer.layers.0.mlp.fc2.weight",
+        "language_model.model.layers.39.mlp.down_proj.weight": "model.language_model.layers.39.mlp.down_proj.weight",
+        "language_model.model.embed_tokens.weight": "model.language_model.embed_tokens.weight",
+        "language_model.lm_head.weight": "lm_head.weight",
+    }
+    assert {name: rename_key(name) for name in spot} == spot
+
+
+# --------------------------------------------------------------------------------------------------------
+# Idempotence and output safety
+
+
+def test_converting_a_native_checkpoint_is_refused_and_changes_nothing(fixture_converted, tmp_path):
+    before = _sha(fixture_converted)
+    with pytest.raises(ConversionError, match="already in the native layout"):
+        convert_checkpoint(fixture_converted, tmp_path / "again")
+    assert _sha(fixture_converted) == before and not (tmp_path / "again").exists()
+
+
+def test_output_folder_guards(tiny_original, tmp_path):
+    with pytest.raises(ConversionError, match="overlaps the input"):
+        convert_checkpoint(tiny_original, tiny_original)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    with pytest.raises(ConversionError, match="not empty"):
+        convert_checkpoint(tiny_original, busy)
+    assert (busy / "keep.txt").read_text() == "mine"
+    report = convert_checkpoint(tiny_original, busy, overwrite=True, verify=False)
+    assert report.verification is None and not (busy / "keep.txt").exists()
+    first = _sha(busy)
+    convert_checkpoint(tiny_original, busy, overwrite=True, verify=False)
+    assert _sha(busy) == first  # deterministic: converting twice writes the same bytes
+
+
+def test_failed_verification_keeps_nothing_at_the_output(tiny_original, tmp_path, monkeypatch):
+    import granite_nar.conversion as conversion
+
+    def broken(reference, converted):  # stands for a converted model that edits differently
+        return VerificationResult(torch.float32, [1], True, False, 0.0, 1e-5)
+
+    monkeypatch.setattr(conversion, "_compare_outputs", broken)
+    with pytest.raises(ConversionError, match="FAILED.*kept at"):
+        convert_checkpoint(tiny_original, tmp_path / "native")
+    assert not (tmp_path / "native").exists() and (tmp_path / ".native.partial").is_dir()
+
+
+# --------------------------------------------------------------------------------------------------------
+# dtype
+
+
+def test_bf16_checkpoint_stays_bf16(tmp_path):
+    source = write_synthetic_original_checkpoint(tmp_path / "orig", tiny_config(), dtype=torch.bfloat16)
+    report = convert_checkpoint(source, tmp_path / "native")
+    # Same bf16 weights and fp32 RoPE frequencies on both sides, so the logits agree exactly.
+    assert report.dtype == torch.bfloat16 and report.verification.max_abs_logit_diff == 0.0
+    direct = GraniteSpeechNarForCTC.from_pretrained(source)
+    native = GraniteSpeechNarForCTC.from_pretrained(tmp_path / "native")
+    assert direct.model.language_model.rotary_emb.inv_freq.dtype == torch.float32
+    for (name, a), (_, b) in zip(direct.named_buffers(), native.named_buffers(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    stored = load_file(tmp_path / "native" / "model.safetensors")
+    assert {t.dtype for t in stored.values()} == {torch.bfloat16, torch.int64}
+    assert json.loads((tmp_path / "native" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert direct.dtype == torch.bfloat16  # default = "auto"
+    assert GraniteSpeechNarForCTC.from_pretrained(source, dtype="auto").dtype == torch.bfloat16
+    assert GraniteSpeechNarForCTC.from_pretrained(source, dtype=torch.float32).dtype == torch.float32
+
+    upcast = convert_checkpoint(source, tmp_path / "fp32", dtype="float32", verify=False)
+    assert upcast.dtype == torch.float32
+    assert {t.dtype for t in load_file(tmp_path / "fp32" / "model.safetensors").values()} == {
+        torch.float32,
+        torch.int64,
+    }
+
+
+def test_dtype_argument_of_the_direct_path(tiny_original):
+    bf16 = GraniteSpeechNarForCTC.from_pretrained(tiny_original, dtype=torch.bfloat16)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    assert GraniteSpeechNarForCTC.from_pretrained(tiny_original, dtype="bfloat16").dtype == torch.bfloat16
+    feats, mask = _features([30], dtype=torch.bfloat16)
+    assert len(bf16.generate(feats, mask)) == 1
+
+
+def test_mixed_dtype_checkpoint_loads_in_its_dominant_dtype(original_copy):
+    def mixed(tensors):
+        for name in list(tensors):
+            if tensors[name].is_floating_point():
+                keep_fp32 = ".batch_norm.running_" in name
+                tensors[name] = tensors[name].to(torch.float32 if keep_fp32 else torch.bfloat16)
+
+    _edit_weights(original_copy, mixed)
+    model = GraniteSpeechNarForCTC.from_pretrained(original_copy)
+    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+    feats, mask = _features([30], dtype=torch.bfloat16)
+    assert len(model.generate(feats, mask)) == 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# Offline Hub cache
+
+
+def _fake_cache(
+    root: Path,
+    source: Path,
+    repo: str = "org/granite-tiny",
+    commit: str = "0123456789abcdef0123456789abcdef01234567",
+) -> str:
+    """The layout huggingface_hub keeps: models--org--name/{refs/main, snapshots/<commit>/files}."""
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for p in source.iterdir():
+        (snapshot / p.name).write_bytes(p.read_bytes())
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    return commit
+
+
+@pytest.mark.parametrize("cls", [GraniteSpeechNarForCTC, GraniteSpeechNarModel])
+def test_repo_id_loads_offline_from_the_hub_cache(cls, tiny_original, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    commit = _fake_cache(tmp_path / "cache", tiny_original)
+    reference = cls.from_pretrained(tiny_original)
+    # A snapshot folder named by a short revision: snapshot_download refuses it offline but transformers finds
+    # it, and the original layout must still be recognised (not loaded by name into random weights).
+    _fake_cache(tmp_path / "cache", tiny_original, repo="org/short-rev", commit="abc1234")
+    for repo, revision in [
+        ("org/granite-tiny", None),
+        ("org/granite-tiny", commit),
+        ("org/short-rev", "abc1234"),
+    ]:
+        model = cls.from_pretrained(repo, cache_dir=tmp_path / "cache", revision=revision)
+        assert type(model) is cls
+        for name, tensor in reference.state_dict().items():
+            assert torch.equal(model.state_dict()[name], tensor), (revision, name)
+
+
+def test_convert_from_the_offline_hub_cache(tiny_original, tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    _fake_cache(tmp_path / "cache", tiny_original)
+    report = convert_checkpoint(
+        "org/granite-tiny", tmp_path / "native", cache_dir=tmp_path / "cache", verify=False
+    )
+    assert "snapshots" in str(report.source) and report.num_native_tensors == 112
+
+
+# --------------------------------------------------------------------------------------------------------
+# Processor files
+
+
+def test_preprocessor_config_conversion():
+    original = json.loads((REF / "original" / "preprocessor_config.json").read_text())
+    native = convert_preprocessor_config(original)
+    assert native["feature_size"] == 80 and native["frame_stacking"] == 2
+    assert "n_mels" not in native and "auto_map" not in native
+    with pytest.raises(OriginalLayoutError, match=r"unknown field\(s\) \['dither'\]"):
+        convert_preprocessor_config({**original, "dither": 1.0})
+    with pytest.raises(OriginalLayoutError, match="n_mels=80 and feature_size=128"):
+        convert_preprocessor_config({**original, "feature_size": 128})
+
+
+def test_tokenizer_files_copied_without_auto_map(original_copy, tmp_path):
+    config = json.loads((original_copy / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_remote.Tok", None]}
+    (original_copy / "tokenizer_config.json").write_text(json.dumps(config))
+    (original_copy / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|end_of_text|>"}))
+    (original_copy / "modeling_granite_speech_nar.py").write_text("raise RuntimeError('remote code')\n")
+    report = convert_checkpoint(original_copy, tmp_path / "native", verify=False)
+    assert "special_tokens_map.json" in report.processor_files
+    assert report.skipped_files == ["modeling_granite_speech_nar.py"]
+    written = json.loads((tmp_path / "native" / "tokenizer_config.json").read_text())
+    assert "auto_map" not in written and written["eos_token"] == "<|end_of_text|>"
+
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "native")
+    assert tokenizer.convert_tokens_to_ids("<|end_of_text|>") == 60
+    assert tokenizer.decode([5, 60, 7], skip_special_tokens=True) == "w5 w7"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The script
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("convert_granite_speech_nar", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_converts_and_pushes_to_a_mocked_hub(tiny_original, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            return "https://example.invalid/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "native"
+    code = _script().main(
+        ["--input", str(tiny_original), "--output", str(out), "--push-to-hub", "me/granite-native"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and "verification PASSED" in printed and "peak resident memory" in printed
+    assert calls[1] == (
+        "create_repo",
+        "me/granite-native",
+        {"repo_type": "model", "private": None, "exist_ok": True},
+    )
+    upload = calls[2][1]
+    assert upload["folder_path"] == str(out) and upload["repo_id"] == "me/granite-native"
+
+
+def test_script_reports_refusals_and_shows_the_mapping(fixture_converted, tmp_path, capsys):
+    script = _script()
+    assert script.main(["--input", str(fixture_converted), "--output", str(tmp_path / "x")]) == 1
+    assert "already in the native layout" in capsys.readouterr().err
+    assert script.main(["--show-mapping"]) == 0
+    shown = capsys.readouterr().out
+    assert (
+        "projector\\.window_positions$" in shown
+        and "bpe_output_dim" in shown
+        and "n_mels -> feature_size" in shown
+    )
