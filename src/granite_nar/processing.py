@@ -123,7 +123,7 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
                     "contain it"
                 )
         lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)  # (B,)
-        labels = torch.full((len(ids), max((len(row) for row in ids), default=0)), padding_value, dtype=torch.long)
+        labels = torch.full((len(ids), int(lengths.max())), padding_value, dtype=torch.long)  # (B, S_max)
         for b, row in enumerate(ids):
             labels[b, : len(row)] = torch.tensor(row, dtype=torch.long)
         return labels, lengths
