@@ -175,14 +175,40 @@ def build_models(
     attn_implementation: str = "sdpa",
     seed: int = 0,
 ) -> tuple[GraniteSpeechNarForCTC, GraniteSpeechArForConditionalGeneration]:
-    """A randomly initialised NAR model and the AR model sharing its weights (identical sizes, one copy)."""
+    """A randomly filled NAR model and the AR model sharing its weights (identical sizes, one copy).
+
+    The model is built on the ``meta`` device and its tensors are filled from a small seeded bank of
+    N(0, 0.02) values, repeated: timing does not depend on the values, and filling 2.3 B parameters this
+    way takes seconds instead of the minutes of drawing each one (BatchNorm statistics stay valid: mean 0,
+    variance 1).
+    """
     if isinstance(config, str):
         if config not in ("tiny", "full"):
             raise ValueError(f"config must be 'tiny' or 'full', got {config!r}.")
         config = tiny_benchmark_config() if config == "tiny" else GraniteSpeechNarConfig()
-    torch.manual_seed(seed)
-    nar = GraniteSpeechNarForCTC._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    nar = nar.to(device).eval()
+    device = torch.device(device)
+    with torch.device("meta"):
+        nar = GraniteSpeechNarForCTC._from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype
+        )
+    nar = nar.to_empty(device=device)
+    nar.tie_weights()  # to_empty makes new parameters, which unties the output head
+    bank = torch.randn(1 << 20, generator=torch.Generator().manual_seed(seed)).mul_(0.02).to(device, dtype)
+    with torch.no_grad():
+        for name, tensor in [*nar.named_parameters(), *nar.named_buffers()]:
+            if not tensor.is_floating_point():
+                tensor.zero_()
+            elif name.endswith("running_var"):
+                tensor.fill_(1.0)
+            elif name.endswith("running_mean"):
+                tensor.zero_()
+            else:
+                flat = tensor.view(-1)
+                for start in range(0, flat.numel(), bank.numel()):
+                    chunk = flat[start : start + bank.numel()]
+                    chunk.copy_(bank[: chunk.numel()])
+    nar.materialize_buffers(device)  # relative distances and RoPE frequencies (not random)
+    nar = nar.eval()
     ar = GraniteSpeechArForConditionalGeneration.from_nar(nar, share_weights=True).eval()
     return nar, ar
 
@@ -462,6 +488,7 @@ def run_benchmark(
         "tokens_per_second": tokens_per_second,
         "seed": seed,
         "parameters": sum(p.numel() for p in nar.parameters()),
+        "weights_mib": sum(p.numel() * p.element_size() for p in nar.parameters()) / 2**20,
         "load_average_start": load_start,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
