@@ -4,7 +4,7 @@
   later block can use the names an earlier one defined.
 * Each bash block runs with ``bash -e`` in the repository root, in document order, after the python blocks.
 * ``<!-- skip-test -->`` right before a block skips it (installation commands, long training runs);
-  ``<!-- slow-test -->`` runs it only with ``-m slow``.
+  ``<!-- slow-test -->`` runs it only with ``-m slow``. A reason may follow: ``<!-- skip-test: why -->``.
 
 All blocks of a run share one temporary ``TMPDIR``, so documents write their scratch files with
 ``tempfile`` / ``${TMPDIR:-/tmp}`` and leave nothing behind. A failure names the file, the block's index
@@ -28,7 +28,8 @@ DOCS = [p for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))] i
 TIMEOUT_S = 600
 
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
-MARKER = re.compile(r"^\s*<!--\s*(skip-test|slow-test)\s*-->\s*$")
+# "<!-- skip-test -->", optionally with a reason: "<!-- skip-test: creates a venv -->".
+MARKER = re.compile(r"^\s*<!--\s*(skip-test|slow-test)\b[^>]*-->\s*$")
 
 
 @dataclass
@@ -134,7 +135,7 @@ CASES = list(_cases())
 def test_extract_blocks_reads_markers(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text(
-        "text\n```python\na = 1\n```\n\n<!-- skip-test -->\n```bash\npip install x\n```\n"
+        "text\n```python\na = 1\n```\n\n<!-- skip-test: installs things -->\n```bash\npip install x\n```\n"
         "<!-- slow-test -->\n\n````python\nprint('```')\n````\n```text\nnot code\n```\n```sh\necho hi\n```\n"
     )
     blocks = extract_blocks(doc)
