@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tiny import FIXTURES, tiny_config
+from transformers import AutoModel, AutoModelForCTC
 
 from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
 from granite_nar.conversion import (
@@ -167,6 +168,8 @@ def test_base_model_loads_the_original_layout(tiny_original):
     full = GraniteSpeechNarForCTC.from_pretrained(tiny_original)
     base = GraniteSpeechNarModel.from_pretrained(tiny_original)
     assert type(base) is GraniteSpeechNarModel
+    assert type(AutoModelForCTC.from_pretrained(tiny_original)) is GraniteSpeechNarForCTC
+    assert type(AutoModel.from_pretrained(tiny_original)) is GraniteSpeechNarModel
     assert base.state_dict().keys() == full.model.state_dict().keys()
     feats, mask = _features([40, 23])
     a, b = full.model(feats, mask), base(feats, mask)

@@ -821,9 +821,11 @@ def _write_synthetic_processor_files(folder: Path, config: GraniteSpeechNarConfi
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
     text = config.text_config
-    specials = {config.blank_token_id: "<|end_of_text|>", text.pad_token_id: "<|pad|>"}
+    specials = {config.blank_token_id: "<|end_of_text|>"}
+    if text.pad_token_id is not None and text.pad_token_id != config.blank_token_id:
+        specials[text.pad_token_id] = "<|pad|>"
     vocab = {specials.get(i, f"w{i}"): i for i in range(text.vocab_size)}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<|pad|>"))
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<|end_of_text|>"))
     tokenizer.pre_tokenizer = Whitespace()
     tokenizer.add_special_tokens(list(specials.values()))
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -831,6 +833,6 @@ def _write_synthetic_processor_files(folder: Path, config: GraniteSpeechNarConfi
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": "<|end_of_text|>",
         "eos_token": "<|end_of_text|>",
-        "pad_token": "<|pad|>",
+        "pad_token": specials.get(text.pad_token_id, "<|end_of_text|>"),
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
