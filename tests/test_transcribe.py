@@ -245,3 +245,14 @@ def test_processor_is_loaded_from_a_processor_folder(model_dir, loaded, speech):
     assert transcribe(speech[3], model=loaded[0], processor=str(model_dir)) == transcribe(
         speech[3], model=loaded[0], processor=processor
     )
+
+
+def test_demo_model_is_reproducible_and_reuses_a_tokenizer(model_dir, loaded, speech, tmp_path):
+    from safetensors.torch import load_file
+
+    again = make_random_demo_model(tmp_path / "again", tokenizer_dir=model_dir)  # same seed, same tokenizer
+    first, second = load_file(model_dir / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert (again / "tokenizer.json").read_text() == (model_dir / "tokenizer.json").read_text()
+    assert "RANDOM" in (again / "README.md").read_text()
+    assert transcribe(speech[1], model=str(again)) == [reference(loaded, speech[1])[0]]
