@@ -137,7 +137,7 @@ def test_bad_labels_are_rejected():
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = tiny_model(seed=0)
     plain = _grads(model)
-    model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert model.model.encoder.gradient_checkpointing
     checkpointed = _grads(model)
     assert plain.keys() == checkpointed.keys()
