@@ -1,0 +1,66 @@
+"""Fine-tuning Granite Speech NAR: data, trainable-parameter presets, draft noise, metrics and the trainer.
+
+See ``docs/training.md``. The ``lora`` preset needs the ``train`` extra (peft).
+"""
+
+from .data import (
+    DataCollatorForGraniteSpeechNar,
+    ManifestFilter,
+    ManifestReport,
+    ManifestRow,
+    SpeechDataset,
+    ctc_symbols_needed,
+    load_waveform,
+    read_manifest,
+)
+from .metrics import (
+    EditCounts,
+    ErrorRate,
+    basic_normalize,
+    char_error_rate,
+    edit_distance,
+    identity_normalize,
+    split_words,
+    word_error_rate,
+)
+from .noise import DraftNoise
+from .presets import PRESETS, TrainableSummary, apply_preset, count_parameters, unwrap_model
+from .trainer import (
+    GraniteSpeechNarTrainer,
+    NarLosses,
+    TranscriptionEvaluator,
+    WallClockBudget,
+    compute_nar_losses,
+    step_name,
+)
+
+__all__ = [
+    "DataCollatorForGraniteSpeechNar",
+    "ManifestFilter",
+    "ManifestReport",
+    "ManifestRow",
+    "SpeechDataset",
+    "ctc_symbols_needed",
+    "load_waveform",
+    "read_manifest",
+    "EditCounts",
+    "ErrorRate",
+    "basic_normalize",
+    "char_error_rate",
+    "edit_distance",
+    "identity_normalize",
+    "split_words",
+    "word_error_rate",
+    "DraftNoise",
+    "PRESETS",
+    "TrainableSummary",
+    "apply_preset",
+    "count_parameters",
+    "unwrap_model",
+    "GraniteSpeechNarTrainer",
+    "NarLosses",
+    "TranscriptionEvaluator",
+    "WallClockBudget",
+    "compute_nar_losses",
+    "step_name",
+]

@@ -1,0 +1,371 @@
+"""Training data: a JSONL manifest reader with filters, a lazy audio dataset and the batch collator.
+
+Manifest format, one JSON object per line::
+
+    {"audio_path": "wavs/train/000.wav", "text": "the red cat", "duration_sec": 1.94, "cer": 0.02}
+
+``audio_path`` is absolute, or relative to ``audio_root`` (default: the manifest's folder). ``duration_sec``
+is optional (read from the file header when missing). Any other field is kept in :attr:`ManifestRow.extra`
+and can drive a score filter, e.g. drop rows whose previous-model ``cer`` is above 0.3.
+
+Bad rows never stop a run: they are skipped, counted per reason in a :class:`ManifestReport`, and the first
+few line numbers of each reason are kept so they can be found. A row is bad when its line is not a JSON
+object, its audio file is missing or unreadable, its text is empty, or its audio is too short for its
+transcript: the encoder's BPE CTC emits one symbol per 80 ms window (``ceil(T / 4)`` windows for ``T``
+encoder frames, SPEC §2.3), and a transcript of ``n`` tokens with ``r`` adjacent repeats needs ``n + r``
+windows (a blank must separate repeats). Such rows would only ever contribute a zero (infeasible) loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..lengths import SAMPLING_RATE, num_bpe_windows, num_encoder_frames
+
+__all__ = [
+    "ManifestRow",
+    "ManifestFilter",
+    "ManifestReport",
+    "read_manifest",
+    "ctc_symbols_needed",
+    "load_waveform",
+    "SpeechDataset",
+    "DataCollatorForGraniteSpeechNar",
+]
+
+MAX_EXAMPLES_PER_REASON = 5
+
+
+@dataclass
+class ManifestRow:
+    """One usable utterance of a manifest.
+
+    Args:
+        audio_path: resolved path of the audio file.
+        text: the transcript, stripped.
+        duration_sec: duration in seconds (from the manifest, or the file header).
+        line: 1-based line number in the manifest.
+        extra: the other fields of the line (scores, speaker ids …).
+    """
+
+    audio_path: Path
+    text: str
+    duration_sec: float
+    line: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ManifestFilter:
+    """Which rows to keep. ``None`` disables a bound.
+
+    Args:
+        min_duration_sec, max_duration_sec: duration bounds.
+        min_text_chars, max_text_chars: bounds on the stripped transcript length in characters.
+        max_label_tokens: bound on the transcript length in tokens (needs a tokenizer).
+        score_field: name of a per-row numeric field (e.g. ``"cer"`` of a previous model); rows without it
+            are skipped when a score bound is set.
+        min_score, max_score: bounds on ``score_field``.
+        check_ctc_fit: skip rows whose audio is too short for their transcript (needs a tokenizer).
+    """
+
+    min_duration_sec: float | None = None
+    max_duration_sec: float | None = None
+    min_text_chars: int | None = 1
+    max_text_chars: int | None = None
+    max_label_tokens: int | None = None
+    score_field: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    check_ctc_fit: bool = True
+
+
+@dataclass
+class ManifestReport:
+    """What :func:`read_manifest` kept and skipped, with reasons and example line numbers."""
+
+    path: str
+    total: int = 0
+    kept: int = 0
+    kept_seconds: float = 0.0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+
+    def skip(self, reason: str, line: int) -> None:
+        self.skipped[reason] += 1
+        lines = self.examples.setdefault(reason, [])
+        if len(lines) < MAX_EXAMPLES_PER_REASON:
+            lines.append(line)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def __str__(self) -> str:
+        head = (
+            f"{self.path}: kept {self.kept} of {self.total} rows ({self.kept_seconds / 3600:.2f} h), "
+            f"skipped {self.num_skipped}"
+        )
+        reasons = [
+            f"  {count:6d}  {reason} (lines {', '.join(map(str, self.examples[reason]))}"
+            f"{', …' if count > len(self.examples[reason]) else ''})"
+            for reason, count in self.skipped.most_common()
+        ]
+        return "\n".join([head, *reasons])
+
+
+def ctc_symbols_needed(token_ids: Sequence[int]) -> int:
+    """CTC frames a label sequence needs: its length plus one blank between each pair of equal neighbours."""
+    repeats = sum(1 for a, b in zip(token_ids, token_ids[1:], strict=False) if a == b)
+    return len(token_ids) + repeats
+
+
+def _audio_seconds(path: Path) -> float:
+    import soundfile
+
+    info = soundfile.info(str(path))
+    return info.frames / info.samplerate
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    *,
+    audio_root: str | os.PathLike | None = None,
+    tokenizer=None,
+    filters: ManifestFilter | None = None,
+    check_files: bool = True,
+) -> tuple[list[ManifestRow], ManifestReport]:
+    """Read a JSONL manifest, resolve the audio paths and apply ``filters``.
+
+    Args:
+        path: the manifest.
+        audio_root: folder that relative ``audio_path`` values are relative to (default: the manifest's).
+        tokenizer: used for ``max_label_tokens`` and the CTC-fit check; without one both are skipped.
+        filters: a :class:`ManifestFilter` (default: non-empty text, CTC fit).
+        check_files: check that each audio file exists (and read its header when ``duration_sec`` is missing).
+
+    Returns the kept rows and a :class:`ManifestReport`. Never raises for a bad row.
+    """
+    path = Path(path)
+    root = Path(audio_root) if audio_root is not None else path.parent
+    filters = filters or ManifestFilter()
+    report = ManifestReport(path=str(path))
+    rows: list[ManifestRow] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            report.total += 1
+            reason, row = _parse_row(line, line_no, root, tokenizer, filters, check_files)
+            if reason is not None:
+                report.skip(reason, line_no)
+                continue
+            rows.append(row)
+            report.kept += 1
+            report.kept_seconds += row.duration_sec
+    return rows, report
+
+
+def _parse_row(
+    line: str, line_no: int, root: Path, tokenizer, filters: ManifestFilter, check_files: bool
+) -> tuple[str | None, ManifestRow | None]:
+    """``(reason, None)`` for a bad or filtered row, ``(None, row)`` otherwise."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return "invalid JSON", None
+    if not isinstance(record, dict):
+        return "invalid JSON", None
+    audio = record.pop("audio_path", None)
+    if not isinstance(audio, str) or not audio:
+        return "no audio_path", None
+    text = record.pop("text", None)
+    if not isinstance(text, str) or not text.strip():
+        return "empty text", None
+    text = text.strip()
+    audio_path = Path(audio) if os.path.isabs(audio) else root / audio
+    if check_files and not audio_path.is_file():
+        return "missing audio file", None
+
+    duration = record.pop("duration_sec", None)
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not math.isfinite(duration):
+        if not check_files:
+            return "no duration_sec", None
+        try:
+            duration = _audio_seconds(audio_path)
+        except Exception:  # any decoder error means the file cannot be trained on
+            return "unreadable audio", None
+    duration = float(duration)
+
+    f = filters
+    if f.min_duration_sec is not None and duration < f.min_duration_sec:
+        return "shorter than min_duration_sec", None
+    if f.max_duration_sec is not None and duration > f.max_duration_sec:
+        return "longer than max_duration_sec", None
+    if f.min_text_chars is not None and len(text) < f.min_text_chars:
+        return "text shorter than min_text_chars", None
+    if f.max_text_chars is not None and len(text) > f.max_text_chars:
+        return "text longer than max_text_chars", None
+    if f.score_field is not None and (f.min_score is not None or f.max_score is not None):
+        score = record.get(f.score_field)
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            return f"no numeric {f.score_field}", None
+        if f.min_score is not None and score < f.min_score:
+            return f"{f.score_field} below min_score", None
+        if f.max_score is not None and score > f.max_score:
+            return f"{f.score_field} above max_score", None
+    if tokenizer is not None and (f.check_ctc_fit or f.max_label_tokens is not None):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            return "text has no tokens", None
+        if f.max_label_tokens is not None and len(ids) > f.max_label_tokens:
+            return "more tokens than max_label_tokens", None
+        if f.check_ctc_fit:
+            windows = num_bpe_windows(num_encoder_frames(int(round(duration * SAMPLING_RATE))))
+            if ctc_symbols_needed(ids) > windows:
+                return "audio too short for its transcript", None
+    return None, ManifestRow(audio_path, text, duration, line_no, record)
+
+
+def load_waveform(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Mono float32 waveform at ``sampling_rate`` (channels averaged, resampled with soxr when needed)."""
+    import soundfile
+
+    wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    wave = wave.mean(axis=1)
+    if rate != sampling_rate:
+        import soxr
+
+        wave = soxr.resample(wave, rate, sampling_rate).astype(np.float32)
+    return wave
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Utterances of a manifest, audio loaded lazily.
+
+    Items are ``{"audio": float32 array, "text": str}``; with a ``feature_extractor`` they are
+    ``{"input_features": (T, 160) tensor, "text": str}`` instead, and ``cache_features=True`` keeps them in
+    memory after the first epoch (about 13 kB per second of audio), which saves the file read and the STFT
+    on small corpora.
+
+    Args:
+        rows: the :class:`ManifestRow` list of :func:`read_manifest`.
+        feature_extractor: compute features in ``__getitem__`` (i.e. in the data-loader workers).
+        cache_features: memoise the features (only with a feature extractor).
+        sampling_rate: target rate of the waveforms.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[ManifestRow],
+        feature_extractor=None,
+        cache_features: bool = False,
+        sampling_rate: int = SAMPLING_RATE,
+    ):
+        self.rows = list(rows)
+        self.feature_extractor = feature_extractor
+        self.cache_features = cache_features and feature_extractor is not None
+        self.sampling_rate = sampling_rate
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Encoder frames per utterance (from the durations), for length-grouped sampling."""
+        return [num_encoder_frames(int(round(r.duration_sec * self.sampling_rate))) for r in self.rows]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        if self.feature_extractor is None:
+            return {"audio": load_waveform(row.audio_path, self.sampling_rate), "text": row.text}
+        features = self._cache.get(index)
+        if features is None:
+            wave = load_waveform(row.audio_path, self.sampling_rate)
+            features = self.feature_extractor(wave, sampling_rate=self.sampling_rate)["input_features"][0]
+            if self.cache_features:
+                self._cache[index] = features
+        return {"input_features": features, "text": row.text}
+
+
+class DataCollatorForGraniteSpeechNar:
+    """Batch of ``{"audio" | "input_features", "text"}`` items → model inputs.
+
+    Returns ``input_features`` ``(B, T_max, 160)``, ``input_features_mask`` ``(B, T_max)`` bool,
+    ``labels`` ``(B, S_max)`` token ids right-padded with ``label_pad_id`` and ``label_lengths`` ``(B,)``.
+    Transcripts are tokenized without special tokens; a transcript that tokenizes to the CTC blank id
+    is refused, since CTC cannot emit its blank as a label.
+
+    Args:
+        feature_extractor: a :class:`~granite_nar.GraniteSpeechNarFeatureExtractor` (for ``"audio"`` items).
+        tokenizer: the model's tokenizer.
+        blank_token_id: the CTC blank (default: the tokenizer's eos id, as in the released model).
+        label_pad_id: padding of ``labels`` (never read: ``label_lengths`` is authoritative).
+        text_transform: optional ``str -> str`` applied to transcripts before tokenizing.
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        tokenizer,
+        blank_token_id: int | None = None,
+        label_pad_id: int = -100,
+        text_transform: Callable[[str], str] | None = None,
+    ):
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.blank_token_id = tokenizer.eos_token_id if blank_token_id is None else blank_token_id
+        self.label_pad_id = label_pad_id
+        self.text_transform = text_transform
+
+    @classmethod
+    def from_processor(cls, processor, **kwargs) -> DataCollatorForGraniteSpeechNar:
+        """Build from a processor holding ``feature_extractor`` and ``tokenizer``."""
+        return cls(processor.feature_extractor, processor.tokenizer, **kwargs)
+
+    def encode_text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels (B, S_max), label_lengths (B,))`` for a list of transcripts."""
+        if self.text_transform is not None:
+            texts = [self.text_transform(t) for t in texts]
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        labels = torch.full((len(ids), max(1, int(lengths.max()))), self.label_pad_id, dtype=torch.long)
+        for b, x in enumerate(ids):
+            if self.blank_token_id in x:
+                raise ValueError(
+                    f"transcript {texts[b]!r} tokenizes to the CTC blank id {self.blank_token_id}."
+                )
+            labels[b, : len(x)] = torch.tensor(x, dtype=torch.long)
+        return labels, lengths
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if all("input_features" in item for item in items):
+            feats = [torch.as_tensor(item["input_features"]) for item in items]
+            lengths = torch.tensor([f.shape[0] for f in feats])
+            batch = torch.nn.utils.rnn.pad_sequence(
+                feats, batch_first=True, padding_value=float(self.feature_extractor.padding_value)
+            )  # (B, T_max, 160)
+            mask = torch.arange(batch.shape[1])[None, :] < lengths[:, None]  # (B, T_max)
+        else:
+            out = self.feature_extractor(
+                [item["audio"] for item in items], sampling_rate=self.feature_extractor.sampling_rate
+            )
+            batch, mask = out["input_features"], out["input_features_mask"]
+        labels, label_lengths = self.encode_text([item["text"] for item in items])
+        return {
+            "input_features": batch,
+            "input_features_mask": mask,
+            "labels": labels,
+            "label_lengths": label_lengths,
+        }

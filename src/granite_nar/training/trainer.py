@@ -1,0 +1,359 @@
+"""Fine-tuning Granite Speech NAR with transformers' ``Trainer``.
+
+The training objective (SPEC §5) is::
+
+    L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc
+
+* ``L_ctc``: CTC of the editor's slot logits towards the reference (the "latent alignment" loss),
+  summed over the batch and divided by the number of slot positions;
+* ``L_ce``: cross-entropy of the slot logits towards the slots the editor was given (the copy
+  regulariser), weight ``config.ce_loss_lambda``;
+* ``L_enc``: CTC of the encoder's pooled BPE logits towards the reference, divided by the number of
+  80 ms windows, weight ``config.encoder_ctc_loss_lambda``;
+* ``w_edit`` (``edit_loss_weight``, 1 in the model) can be set to 0 to train the encoder alone; the
+  editor is then not run at all.
+
+:class:`GraniteSpeechNarTrainer` computes the components itself from the model's public parts
+(``encode_audio`` → optional draft noise → ``edit``), logs each of them, and adds transcription
+metrics (draft / edit-1 / edit-2 CER and WER) to every evaluation through a
+:class:`TranscriptionEvaluator`, so ``metric_for_best_model="edit1_cer"`` with ``save_strategy="best"``
+and ``save_total_limit=1`` keeps only the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from ..ctc import copy_loss, ctc_loss_from_flat_logits
+from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
+from .noise import DraftNoise
+from .presets import unwrap_model
+
+__all__ = [
+    "NarLosses",
+    "compute_nar_losses",
+    "TranscriptionEvaluator",
+    "GraniteSpeechNarTrainer",
+    "WallClockBudget",
+    "step_name",
+]
+
+
+@dataclass
+class NarLosses:
+    """The total training loss and its components (``None`` when not computed)."""
+
+    loss: torch.Tensor
+    ctc_loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    encoder_ctc_loss: torch.Tensor | None = None
+
+    def components(self) -> dict[str, float]:
+        names = ("ctc_loss", "ce_loss", "encoder_ctc_loss")
+        return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
+
+
+def compute_nar_losses(
+    model: nn.Module,
+    input_features: torch.Tensor,
+    input_features_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    label_lengths: torch.Tensor,
+    draft_noise: DraftNoise | None = None,
+    edit_loss_weight: float = 1.0,
+    ce_loss_lambda: float | None = None,
+    encoder_ctc_loss_lambda: float | None = None,
+) -> NarLosses:
+    """The three losses of SPEC §5 for one batch, with optional draft noise.
+
+    Without noise and with ``edit_loss_weight=1`` this equals ``model(..., labels=...)``'s losses.
+
+    Args:
+        model: a :class:`~granite_nar.GraniteSpeechNarForCTC` (or a peft model wrapping one).
+        input_features, input_features_mask: ``(B, T, 160)`` and ``(B, T)``.
+        labels, label_lengths: ``(B, S_max)`` reference ids (padding ignored) and their lengths.
+        draft_noise: corrupts the encoder drafts before editing (training only).
+        edit_loss_weight: weight of the editing CTC loss; 0 skips the editor entirely.
+        ce_loss_lambda, encoder_ctc_loss_lambda: override the config's weights.
+    """
+    base = unwrap_model(model)
+    cfg = base.config
+    blank = cfg.blank_token_id
+    lambda_ce = cfg.ce_loss_lambda if ce_loss_lambda is None else ce_loss_lambda
+    lambda_enc = cfg.encoder_ctc_loss_lambda if encoder_ctc_loss_lambda is None else encoder_ctc_loss_lambda
+    if edit_loss_weight <= 0 and lambda_enc <= 0:
+        raise ValueError("nothing to train: edit_loss_weight and encoder_ctc_loss_lambda are both 0.")
+    label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
+    labels = labels.clamp_min(0)  # padding (e.g. -100) is never read past label_lengths
+
+    audio = base.model.encode_audio(input_features, input_features_mask, output_bpe_logits=lambda_enc > 0)
+    total = labels.new_zeros((), dtype=torch.float32)
+    out = NarLosses(loss=total)
+    if lambda_enc > 0:
+        out.encoder_ctc_loss = ctc_loss_from_flat_logits(
+            audio.bpe_logits, audio.bpe_lengths.tolist(), labels, label_lengths, blank
+        )
+        total = total + lambda_enc * out.encoder_ctc_loss
+    if edit_loss_weight > 0:
+        drafts = audio.draft_ids
+        if draft_noise is not None and draft_noise.enabled:
+            drafts = draft_noise(drafts, labels, label_lengths)
+        edited = base.model.edit(audio.audio_embeds, audio.audio_lengths, drafts)
+        logits = base.lm_head(edited.last_hidden_state[0]) / cfg.text_config.logits_scaling  # (ΣS, V)
+        out.ctc_loss = ctc_loss_from_flat_logits(
+            logits, edited.seq_lengths.tolist(), labels, label_lengths, blank
+        )
+        total = total + edit_loss_weight * out.ctc_loss
+        if lambda_ce > 0:
+            out.ce_loss = copy_loss(logits, edited.inserted_ctc_token_ids)
+            total = total + lambda_ce * out.ce_loss
+    out.loss = total
+    return out
+
+
+def step_name(step: int) -> str:
+    """Metric prefix of an editing step: ``draft`` for 0 (the CTC draft), ``edit{k}`` otherwise."""
+    return "draft" if step == 0 else f"edit{step}"
+
+
+class TranscriptionEvaluator:
+    """Greedy transcription of a dataset and its CER / WER after each editing step.
+
+    Args:
+        dataset: items ``{"audio" | "input_features", "text"}`` (a :class:`~granite_nar.training.SpeechDataset`).
+        collator: the :class:`~granite_nar.training.DataCollatorForGraniteSpeechNar` (features only are used).
+        tokenizer: decodes the token ids (``skip_special_tokens=True``).
+        num_editing_steps: the largest editing step to score; every step from the draft (0) up is scored.
+        batch_size: utterances per ``generate`` call.
+        normalize: text normalisation applied to references and hypotheses before scoring.
+        ignore_spaces: CER without spaces (languages written without them).
+    """
+
+    def __init__(
+        self,
+        dataset,
+        collator,
+        tokenizer,
+        num_editing_steps: int = 2,
+        batch_size: int = 16,
+        normalize: Normalizer | None = basic_normalize,
+        ignore_spaces: bool = False,
+    ):
+        self.dataset = dataset
+        self.collator = collator
+        self.tokenizer = tokenizer
+        self.num_editing_steps = num_editing_steps
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.ignore_spaces = ignore_spaces
+
+    @torch.no_grad()
+    def transcribe(self, model: nn.Module) -> tuple[list[str], dict[int, list[str]], float, float]:
+        """``(references, {step: hypotheses}, audio_seconds, compute_seconds)``."""
+        base = unwrap_model(model)
+        was_training = base.training
+        base.eval()
+        device = next(base.parameters()).device
+        refs: list[str] = []
+        hyps: dict[int, list[str]] = defaultdict(list)
+        audio_seconds = compute_seconds = 0.0
+        try:
+            for start in range(0, len(self.dataset), self.batch_size):
+                items = [
+                    self.dataset[i] for i in range(start, min(start + self.batch_size, len(self.dataset)))
+                ]
+                batch = self.collator(items)
+                feats = batch["input_features"].to(device)
+                mask = batch["input_features_mask"].to(device)
+                audio_seconds += float(mask.sum()) * 0.02  # 20 ms per encoder frame
+                tic = time.perf_counter()
+                out = base.generate(
+                    feats, mask, num_editing_steps=self.num_editing_steps, return_dict_in_generate=True
+                )
+                compute_seconds += time.perf_counter() - tic
+                refs += [item["text"] for item in items]
+                steps = [out.encoder_sequences, *(out.step_sequences or [])]
+                for step, sequences in enumerate(steps):
+                    hyps[step] += self.tokenizer.batch_decode(
+                        [s.tolist() for s in sequences], skip_special_tokens=True
+                    )
+        finally:
+            base.train(was_training)
+        return refs, dict(hyps), audio_seconds, compute_seconds
+
+    def score(self, references: Sequence[str], hypotheses: dict[int, list[str]]) -> dict[str, float]:
+        metrics = {}
+        for step, hyp in hypotheses.items():
+            name = step_name(step)
+            metrics[f"{name}_cer"] = char_error_rate(references, hyp, self.normalize, self.ignore_spaces).rate
+            metrics[f"{name}_wer"] = word_error_rate(references, hyp, self.normalize).rate
+        return metrics
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """CER and WER per step (``draft_cer``, ``edit1_cer``, ``edit2_wer`` …) and the RTFx of the pass."""
+        refs, hyps, audio_seconds, compute_seconds = self.transcribe(model)
+        metrics = self.score(refs, hyps)
+        metrics["rtfx"] = audio_seconds / max(compute_seconds, 1e-9)
+        return metrics
+
+
+class GraniteSpeechNarTrainer(Trainer):
+    """``transformers.Trainer`` for Granite Speech NAR.
+
+    Args (besides ``Trainer``'s):
+        draft_noise: :class:`DraftNoise` applied to the encoder drafts of training batches.
+        edit_loss_weight: weight of the editing CTC loss (0: train the encoder's BPE CTC only).
+        transcription_evaluator: a :class:`TranscriptionEvaluator`; its metrics are added to every
+            evaluation (``eval_draft_cer``, ``eval_edit1_cer`` …).
+        log_fn: optional callable receiving every logged dict (e.g. ``print`` for a plain log).
+
+    Training logs carry the components ``ctc_loss``, ``ce_loss`` and ``encoder_ctc_loss`` averaged over
+    the logging interval, next to the total ``loss``. With ``train_sampling_strategy="group_by_length"``
+    batches are grouped by audio duration (the dataset's ``lengths``).
+    """
+
+    def __init__(
+        self,
+        *args,
+        draft_noise: DraftNoise | None = None,
+        edit_loss_weight: float = 1.0,
+        transcription_evaluator: TranscriptionEvaluator | None = None,
+        log_fn: Callable[[dict], None] | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.draft_noise = draft_noise
+        self.edit_loss_weight = edit_loss_weight
+        self.transcription_evaluator = transcription_evaluator
+        self.log_fn = log_fn
+        # compute_loss returns a per-batch mean: let Trainer divide it for gradient accumulation.
+        self.loss_is_scaled_for_ga = False
+        self._component_sums: dict[str, float] = defaultdict(float)
+        self._component_counts: dict[str, int] = defaultdict(int)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        losses = compute_nar_losses(
+            model,
+            inputs["input_features"],
+            inputs.get("input_features_mask"),
+            inputs["labels"],
+            inputs["label_lengths"],
+            draft_noise=self.draft_noise if model.training else None,
+            edit_loss_weight=self.edit_loss_weight,
+        )
+        if model.training:
+            for name, value in losses.components().items():
+                self._component_sums[name] += value
+                self._component_counts[name] += 1
+        if return_outputs:
+            return losses.loss, {"loss": losses.loss}
+        return losses.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._component_counts:
+            for name, total in self._component_sums.items():
+                logs[name] = total / self._component_counts[name]
+            self._component_sums.clear()
+            self._component_counts.clear()
+        super().log(logs, start_time)
+        if self.log_fn is not None:
+            self.log_fn({**logs, "step": self.state.global_step})
+
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.transcription_evaluator is not None:
+            extra = {
+                f"{metric_key_prefix}_{k}": v for k, v in self.transcription_evaluator(self.model).items()
+            }
+            metrics.update(extra)
+            self.log(extra)
+        return metrics
+
+    def _length_grouped_sampler(self, dataset, batch_size: int):
+        """Batches of similar audio length when the dataset knows its lengths (``SpeechDataset.lengths``)."""
+        if self.args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "lengths"):
+            return None
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LengthGroupedSampler(
+            batch_size, lengths=dataset.lengths, generator=torch.Generator().manual_seed(seed)
+        )
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return self._length_grouped_sampler(dataset, batch) or super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return self._length_grouped_sampler(
+            eval_dataset, self.args.eval_batch_size
+        ) or super()._get_eval_sampler(eval_dataset)
+
+
+class WallClockBudget(TrainerCallback):
+    """Train for a wall-clock budget instead of a step count, on a machine of unknown (or shared) speed.
+
+    Stops training once ``seconds`` have passed since the first step (with a final evaluation and save),
+    requests an evaluation every ``evaluate_every_seconds``, and provides :meth:`lr_lambda`, a linear
+    warm-up over ``warmup_steps`` followed by a cosine decay over the *elapsed fraction of the budget*
+    down to ``final_lr_ratio``, so the learning rate reaches its floor when time runs out however many
+    steps that was. Use it with ``max_steps`` larger than can be reached::
+
+        budget = WallClockBudget(20 * 60, warmup_steps=200)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_lambda)
+        trainer = GraniteSpeechNarTrainer(..., optimizers=(optimizer, scheduler), callbacks=[budget])
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        warmup_steps: int = 0,
+        final_lr_ratio: float = 0.05,
+        evaluate_every_seconds: float | None = None,
+    ):
+        self.seconds = float(seconds)
+        self.warmup_steps = warmup_steps
+        self.final_lr_ratio = final_lr_ratio
+        self.evaluate_every_seconds = evaluate_every_seconds
+        self.start: float | None = None
+        self._last_evaluation = 0.0
+        self.steps = 0
+
+    def elapsed(self) -> float:
+        return 0.0 if self.start is None else time.monotonic() - self.start
+
+    def fraction(self) -> float:
+        """Elapsed fraction of the budget, in [0, 1]."""
+        return min(1.0, self.elapsed() / self.seconds)
+
+    def lr_lambda(self, step: int) -> float:
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.fraction()))
+        return warmup * (self.final_lr_ratio + (1.0 - self.final_lr_ratio) * cosine)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.start is None:
+            self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps = state.global_step
+        elapsed = self.elapsed()
+        if elapsed >= self.seconds:
+            control.should_training_stop = True
+            control.should_evaluate = True
+        elif self.evaluate_every_seconds and elapsed - self._last_evaluation >= self.evaluate_every_seconds:
+            control.should_evaluate = True
+        if control.should_evaluate:
+            self._last_evaluation = elapsed
+        return control
