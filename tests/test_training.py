@@ -200,6 +200,46 @@ def test_collator_labels_decode_back_to_the_text(tokenizer):
     torch.testing.assert_close(again["input_features"], batch["input_features"])
 
 
+def test_collator_character_labels(tokenizer):
+    collator = DataCollatorForGraniteSpeechNar(
+        GraniteSpeechNarFeatureExtractor(), tokenizer, char_vocabulary=" abc"
+    )
+    batch = collator([{"audio": np.zeros(3200, np.float32), "text": t} for t in ["a cab", "b?"]])
+    assert batch["char_labels"].tolist() == [[2, 1, 4, 2, 3], [3, -100, -100, -100, -100]]
+    assert batch["char_label_lengths"].tolist() == [5, 1]  # "?" is not in the vocabulary
+
+
+def test_character_ctc_term():
+    model = tiny_model(encoder_ctc_loss_lambda=0.3)
+    feats, mask = random_features([40, 27], seed=5)
+    labels, lengths = torch.tensor([[3, 4, 5], [6, 7, -100]]), torch.tensor([3, 2])
+    chars, char_lengths = torch.tensor([[1, 2, 3, 1], [4, 5, -100, -100]]), torch.tensor([4, 2])
+    base = compute_nar_losses(model, feats, mask, labels, lengths)
+    with_chars = compute_nar_losses(
+        model,
+        feats,
+        mask,
+        labels,
+        lengths,
+        char_labels=chars,
+        char_label_lengths=char_lengths,
+        char_ctc_loss_lambda=2.0,
+    )
+    # The character head's own CTC at the 20 ms frame rate, normalised by all frames; blank = 0.
+    enc = model.model.encoder(feats, mask)
+    log_probs = enc.char_logits.float().log_softmax(-1)
+    manual = sum(
+        torch.nn.functional.ctc_loss(
+            log_probs[b, :n, None], chars[b : b + 1, :k], [n], [k], blank=0, reduction="sum"
+        )
+        for b, (n, k) in enumerate([(40, 4), (27, 2)])
+    ) / (40 + 27)
+    torch.testing.assert_close(with_chars.char_ctc_loss, manual)
+    torch.testing.assert_close(with_chars.loss, base.loss + 2.0 * manual)
+    with pytest.raises(ValueError, match="char_labels"):
+        compute_nar_losses(model, feats, mask, labels, lengths, char_ctc_loss_lambda=1.0)
+
+
 def test_dataset_loads_lazily_and_caches(tmp_path):
     _write_wav(tmp_path / "a.wav", 1.0)
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio_path": "a.wav", "text": "a cat"}) + "\n")

@@ -313,6 +313,9 @@ class DataCollatorForGraniteSpeechNar:
         blank_token_id: the CTC blank (default: the tokenizer's eos id, as in the released model).
         label_pad_id: padding of ``labels`` (never read: ``label_lengths`` is authoritative).
         text_transform: optional ``str -> str`` applied to transcripts before tokenizing.
+        char_vocabulary: characters of the encoder's character CTC head, in id order from 1 (0 is its
+            blank); when given, batches also carry ``char_labels`` / ``char_label_lengths`` (characters
+            outside the vocabulary are dropped).
     """
 
     def __init__(
@@ -322,12 +325,14 @@ class DataCollatorForGraniteSpeechNar:
         blank_token_id: int | None = None,
         label_pad_id: int = -100,
         text_transform: Callable[[str], str] | None = None,
+        char_vocabulary: str | Sequence[str] | None = None,
     ):
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.blank_token_id = tokenizer.eos_token_id if blank_token_id is None else blank_token_id
         self.label_pad_id = label_pad_id
         self.text_transform = text_transform
+        self.char_to_id = {c: i for i, c in enumerate(char_vocabulary, start=1)} if char_vocabulary else None
 
     @classmethod
     def from_processor(cls, processor, **kwargs) -> DataCollatorForGraniteSpeechNar:
@@ -362,10 +367,25 @@ class DataCollatorForGraniteSpeechNar:
                 [item["audio"] for item in items], sampling_rate=self.feature_extractor.sampling_rate
             )
             batch, mask = out["input_features"], out["input_features_mask"]
-        labels, label_lengths = self.encode_text([item["text"] for item in items])
-        return {
+        texts = [item["text"] for item in items]
+        labels, label_lengths = self.encode_text(texts)
+        out = {
             "input_features": batch,
             "input_features_mask": mask,
             "labels": labels,
             "label_lengths": label_lengths,
         }
+        if self.char_to_id is not None:
+            out["char_labels"], out["char_label_lengths"] = self.encode_chars(texts)
+        return out
+
+    def encode_chars(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(char_labels (B, C_max), char_label_lengths (B,))`` over ``char_vocabulary`` (ids from 1)."""
+        if self.text_transform is not None:
+            texts = [self.text_transform(t) for t in texts]
+        ids = [[self.char_to_id[c] for c in t if c in self.char_to_id] for t in texts]
+        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        labels = torch.full((len(ids), max(1, int(lengths.max()))), self.label_pad_id, dtype=torch.long)
+        for b, x in enumerate(ids):
+            labels[b, : len(x)] = torch.tensor(x, dtype=torch.long)
+        return labels, lengths

@@ -13,6 +13,12 @@ The training objective (SPEC §5) is::
 * ``w_edit`` (``edit_loss_weight``, 1 in the model) can be set to 0 to train the encoder alone; the
   editor is then not run at all.
 
+One optional term is not in SPEC §5: ``λ_char · L_char``, CTC of the encoder's mid-layer character head
+(the self-conditioning head, blank = index 0) towards the transcript's characters, at the 20 ms frame
+rate, divided by the number of frames. The released encoder carries this head because it was trained
+with such a loss; training an encoder from scratch converges much faster with it (docs/training.md).
+It needs ``char_labels`` / ``char_label_lengths`` from a collator built with a ``char_vocabulary``.
+
 :class:`GraniteSpeechNarTrainer` computes the components itself from the model's public parts
 (``encode_audio`` → optional draft noise → ``edit``), logs each of them, and adds transcription
 metrics (draft / edit-1 / edit-2 CER and WER) to every evaluation through a
@@ -56,9 +62,10 @@ class NarLosses:
     ctc_loss: torch.Tensor | None = None
     ce_loss: torch.Tensor | None = None
     encoder_ctc_loss: torch.Tensor | None = None
+    char_ctc_loss: torch.Tensor | None = None
 
     def components(self) -> dict[str, float]:
-        names = ("ctc_loss", "ce_loss", "encoder_ctc_loss")
+        names = ("ctc_loss", "ce_loss", "encoder_ctc_loss", "char_ctc_loss")
         return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
 
 
@@ -72,6 +79,9 @@ def compute_nar_losses(
     edit_loss_weight: float = 1.0,
     ce_loss_lambda: float | None = None,
     encoder_ctc_loss_lambda: float | None = None,
+    char_labels: torch.Tensor | None = None,
+    char_label_lengths: torch.Tensor | None = None,
+    char_ctc_loss_lambda: float = 0.0,
 ) -> NarLosses:
     """The three losses of SPEC §5 for one batch, with optional draft noise.
 
@@ -84,6 +94,8 @@ def compute_nar_losses(
         draft_noise: corrupts the encoder drafts before editing (training only).
         edit_loss_weight: weight of the editing CTC loss; 0 skips the editor entirely.
         ce_loss_lambda, encoder_ctc_loss_lambda: override the config's weights.
+        char_labels, char_label_lengths, char_ctc_loss_lambda: the optional character CTC of the encoder's
+            self-conditioning head (``(B, C_max)`` ids with 0 = blank never used as a label).
     """
     base = unwrap_model(model)
     cfg = base.config
@@ -95,9 +107,37 @@ def compute_nar_losses(
     label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
     labels = labels.clamp_min(0)  # padding (e.g. -100) is never read past label_lengths
 
-    audio = base.model.encode_audio(input_features, input_features_mask, output_bpe_logits=lambda_enc > 0)
+    captured: list[torch.Tensor] = []
+    hook = None
+    if char_ctc_loss_lambda > 0:
+        if char_labels is None or char_label_lengths is None:
+            raise ValueError("char_ctc_loss_lambda > 0 needs char_labels and char_label_lengths.")
+        # The encoder computes the character logits for self-conditioning and keeps only their blank
+        # posterior; catch them on their way out of the head.
+        hook = base.model.encoder.out.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        audio = base.model.encode_audio(input_features, input_features_mask, output_bpe_logits=lambda_enc > 0)
+    finally:
+        if hook is not None:
+            hook.remove()
     total = labels.new_zeros((), dtype=torch.float32)
     out = NarLosses(loss=total)
+    if char_ctc_loss_lambda > 0:
+        frame_lengths = audio.bpe_lengths.new_tensor(
+            input_features_mask.sum(1).tolist()
+            if input_features_mask is not None
+            else [input_features.shape[1]] * input_features.shape[0]
+        )
+        char_logits = captured[0]  # (B, T, C)
+        valid = torch.arange(char_logits.shape[1], device=char_logits.device)[None, :] < frame_lengths[:, None]
+        out.char_ctc_loss = ctc_loss_from_flat_logits(
+            char_logits[valid],
+            frame_lengths.tolist(),
+            char_labels.clamp_min(0),
+            torch.as_tensor(char_label_lengths).long(),
+            blank=0,
+        )
+        total = total + char_ctc_loss_lambda * out.char_ctc_loss
     if lambda_enc > 0:
         out.encoder_ctc_loss = ctc_loss_from_flat_logits(
             audio.bpe_logits, audio.bpe_lengths.tolist(), labels, label_lengths, blank
@@ -211,7 +251,9 @@ class GraniteSpeechNarTrainer(Trainer):
 
     Args (besides ``Trainer``'s):
         draft_noise: :class:`DraftNoise` applied to the encoder drafts of training batches.
-        edit_loss_weight: weight of the editing CTC loss (0: train the encoder's BPE CTC only).
+        edit_loss_weight: weight of the editing CTC loss (0: train the encoder's BPE CTC only); may be
+            changed between steps (e.g. by a callback, to train the encoder first).
+        char_ctc_loss_lambda: weight of the optional character CTC of the encoder's self-conditioning head.
         transcription_evaluator: a :class:`TranscriptionEvaluator`; its metrics are added to every
             evaluation (``eval_draft_cer``, ``eval_edit1_cer`` …).
         log_fn: optional callable receiving every logged dict (e.g. ``print`` for a plain log).
@@ -226,6 +268,7 @@ class GraniteSpeechNarTrainer(Trainer):
         *args,
         draft_noise: DraftNoise | None = None,
         edit_loss_weight: float = 1.0,
+        char_ctc_loss_lambda: float = 0.0,
         transcription_evaluator: TranscriptionEvaluator | None = None,
         log_fn: Callable[[dict], None] | None = None,
         **kwargs,
@@ -233,6 +276,7 @@ class GraniteSpeechNarTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.draft_noise = draft_noise
         self.edit_loss_weight = edit_loss_weight
+        self.char_ctc_loss_lambda = char_ctc_loss_lambda
         self.transcription_evaluator = transcription_evaluator
         self.log_fn = log_fn
         # compute_loss returns a per-batch mean: let Trainer divide it for gradient accumulation.
@@ -249,6 +293,9 @@ class GraniteSpeechNarTrainer(Trainer):
             inputs["label_lengths"],
             draft_noise=self.draft_noise if model.training else None,
             edit_loss_weight=self.edit_loss_weight,
+            char_labels=inputs.get("char_labels"),
+            char_label_lengths=inputs.get("char_label_lengths"),
+            char_ctc_loss_lambda=self.char_ctc_loss_lambda,
         )
         if model.training:
             for name, value in losses.components().items():
