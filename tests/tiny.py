@@ -6,53 +6,13 @@ from pathlib import Path
 
 import torch
 
-from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC
+from granite_nar import GraniteSpeechNarForCTC
+from granite_nar.testing import tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VOCAB = 61
 BLANK = VOCAB - 1  # like the released model, the blank is <|end_of_text|> near the end of the vocabulary
 PAD = VOCAB - 2
-
-
-def tiny_config(**overrides) -> GraniteSpeechNarConfig:
-    """A 2-layer encoder (block size 16), 1-layer Q-Former and 2-layer editor; every code path stays on."""
-    encoder = dict(
-        num_layers=2,
-        hidden_dim=32,
-        feedforward_mult=2,
-        num_heads=2,
-        output_dim=11,
-        context_size=16,
-        max_pos_emb=20,
-        conv_kernel_size=5,
-        vocabulary_size=VOCAB,
-        cat_hidden_layers=[1],
-        self_conditioning_layer=1,
-        dropout=0.0,
-        pred_dropout=0.0,
-    )
-    projector = dict(hidden_size=24, intermediate_size=48, num_attention_heads=4, num_hidden_layers=1)
-    text = dict(
-        vocab_size=VOCAB,
-        hidden_size=24,
-        intermediate_size=40,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-        bos_token_id=BLANK,
-        eos_token_id=BLANK,
-    )
-    encoder.update(overrides.pop("encoder", {}))
-    projector.update(overrides.pop("projector", {}))
-    text.update(overrides.pop("text", {}))
-    return GraniteSpeechNarConfig(
-        encoder_config=encoder,
-        projector_config=projector,
-        text_config=text,
-        blank_token_id=BLANK,
-        **overrides,
-    )
 
 
 def tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **overrides) -> GraniteSpeechNarForCTC:

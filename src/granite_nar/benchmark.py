@@ -55,6 +55,7 @@ from .configuration import GraniteSpeechNarConfig
 from .lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE
 from .modeling_granite_speech_ar import GraniteSpeechArForConditionalGeneration
 from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
+from .testing import tiny_config
 
 __all__ = [
     "Setting",
@@ -138,33 +139,21 @@ def settings_from_args(batch_size: int | None, durations: Sequence[float] | None
 # -- models ------------------------------------------------------------------------------------------------
 def tiny_benchmark_config() -> GraniteSpeechNarConfig:
     """A few-layer model with every code path of the full one (for smoke tests and quick checks)."""
-    return GraniteSpeechNarConfig(
-        encoder_config=dict(
-            num_layers=2,
+    return tiny_config(
+        512,
+        encoder=dict(
             hidden_dim=64,
             num_heads=4,
+            feedforward_mult=4,
             output_dim=32,
             context_size=50,
             max_pos_emb=64,
-            vocabulary_size=512,
-            cat_hidden_layers=[1],
-            self_conditioning_layer=1,
+            conv_kernel_size=15,
+            dropout=0.1,
+            pred_dropout=0.25,
         ),
-        projector_config=dict(
-            hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=1
-        ),
-        text_config=dict(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=510,
-            bos_token_id=511,
-            eos_token_id=511,
-        ),
-        blank_token_id=511,
+        projector=dict(hidden_size=64, intermediate_size=128),
+        text=dict(hidden_size=64, intermediate_size=128),
     )
 
 

@@ -38,6 +38,7 @@ from .original_layout import (
     read_config,
     rename_key,
 )
+from .testing import tiny_config
 
 __all__ = [
     "ConversionError",
@@ -641,38 +642,7 @@ def original_config_dict(config: GraniteSpeechNarConfig, dtype: torch.dtype = to
 
 def synthetic_tiny_config() -> GraniteSpeechNarConfig:
     """A tiny config with every code path on (vocabulary 61, blank 60 = ``<|end_of_text|>``, pad 59)."""
-    return GraniteSpeechNarConfig(
-        encoder_config=dict(
-            num_layers=2,
-            hidden_dim=32,
-            feedforward_mult=2,
-            num_heads=2,
-            output_dim=11,
-            context_size=16,
-            max_pos_emb=20,
-            conv_kernel_size=5,
-            vocabulary_size=61,
-            cat_hidden_layers=[1],
-            self_conditioning_layer=1,
-            dropout=0.0,
-            pred_dropout=0.0,
-        ),
-        projector_config=dict(
-            hidden_size=24, intermediate_size=48, num_attention_heads=4, num_hidden_layers=1
-        ),
-        text_config=dict(
-            vocab_size=61,
-            hidden_size=24,
-            intermediate_size=40,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=59,
-            bos_token_id=60,
-            eos_token_id=60,
-        ),
-        blank_token_id=60,
-    )
+    return tiny_config(61)
 
 
 def _synthetic_tensor(name: str, shape: tuple, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:

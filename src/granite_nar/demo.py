@@ -21,6 +21,7 @@ from .configuration import GraniteSpeechNarConfig
 from .feature_extraction import GraniteSpeechNarFeatureExtractor
 from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from .processing import GraniteSpeechNarProcessor
+from .testing import tiny_config
 
 __all__ = ["DEMO_MARKER", "demo_config", "is_random_demo_model", "make_random_demo_model"]
 
@@ -38,38 +39,7 @@ meaningless. Use it to try the command line and the Python API offline, not to r
 
 def demo_config(vocab_size: int, pad_token_id: int, blank_token_id: int) -> GraniteSpeechNarConfig:
     """Toy-size config: every code path of the full model, about 0.1 M parameters."""
-    return GraniteSpeechNarConfig(
-        encoder_config=dict(
-            num_layers=2,
-            hidden_dim=32,
-            feedforward_mult=2,
-            num_heads=2,
-            output_dim=11,
-            context_size=16,
-            max_pos_emb=20,
-            conv_kernel_size=5,
-            vocabulary_size=vocab_size,
-            cat_hidden_layers=[1],
-            self_conditioning_layer=1,
-            dropout=0.0,
-            pred_dropout=0.0,
-        ),
-        projector_config=dict(
-            hidden_size=24, intermediate_size=48, num_attention_heads=4, num_hidden_layers=1
-        ),
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=24,
-            intermediate_size=40,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=pad_token_id,
-            bos_token_id=blank_token_id,
-            eos_token_id=blank_token_id,
-        ),
-        blank_token_id=blank_token_id,
-    )
+    return tiny_config(vocab_size, blank_token_id=blank_token_id, pad_token_id=pad_token_id)
 
 
 def make_random_demo_model(
