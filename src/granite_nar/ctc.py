@@ -18,6 +18,7 @@ __all__ = [
     "build_slots",
     "ctc_loss_from_flat_logits",
     "copy_loss",
+    "check_labels",
 ]
 
 
@@ -125,3 +126,36 @@ def copy_loss(flat_logits: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor
     Mean over all slot positions of the batch.
     """
     return F.cross_entropy(flat_logits.float(), slot_ids.to(flat_logits.device).long(), reduction="mean")
+
+
+def check_labels(
+    labels: torch.Tensor,
+    label_lengths: torch.Tensor | None,
+    batch: int,
+    vocab_size: int,
+    blank: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate right-padded ``(B, S_max)`` labels; return them with padding set to 0, and ``(B,)`` lengths.
+
+    Without ``label_lengths``, negative ids (e.g. -100) mark padding. Inside the lengths, ids must be in
+    the vocabulary and, for CTC targets, differ from the ``blank``.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 2 or labels.shape[0] != batch:
+        raise ValueError(f"labels must be (batch={batch}, max_label_length), got {tuple(labels.shape)}.")
+    if label_lengths is None:
+        label_lengths = (labels >= 0).sum(dim=1)
+    label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
+    if label_lengths.shape != (batch,) or bool((label_lengths > labels.shape[1]).any()):
+        raise ValueError(
+            f"label_lengths must be ({batch},) with values <= {labels.shape[1]}, got {label_lengths.tolist()}."
+        )
+    inside = torch.arange(labels.shape[1], device=labels.device)[None, :] < label_lengths[:, None]
+    valid = labels[inside]
+    if bool((valid < 0).any()):
+        raise ValueError("labels hold negative ids inside label_lengths (padding must come last).")
+    if bool((valid >= vocab_size).any()):
+        raise ValueError(f"labels hold ids outside the vocabulary [0, {vocab_size}).")
+    if blank is not None and bool((valid == blank).any()):
+        raise ValueError(f"labels must not contain the blank id ({blank}): it cannot be a CTC target.")
+    return labels.clamp_min(0).long(), label_lengths

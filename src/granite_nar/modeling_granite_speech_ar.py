@@ -36,6 +36,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import GraniteSpeechNarConfig
+from .ctc import check_labels
 from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask
 from .modeling_granite_speech_nar import GraniteSpeechNarPreTrainedModel, _as_lengths
 from .modeling_projector import GraniteSpeechNarProjector
@@ -311,7 +312,7 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
         audio_embeds, audio_lengths = self.get_audio_features(input_features, input_features_mask)
         a_max = audio_embeds.shape[1]
         if labels is not None:
-            labels, label_lengths = _check_labels(
+            labels, label_lengths = check_labels(
                 labels, label_lengths, audio_embeds.shape[0], self.config.text_config.vocab_size
             )
         inputs_embeds, attention_mask = self.build_inputs(audio_embeds, audio_lengths, labels, label_lengths)
@@ -406,25 +407,3 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
             generation_config=generation_config,
             **kwargs,
         )
-
-
-def _check_labels(
-    labels: torch.Tensor, label_lengths: torch.Tensor | None, batch: int, vocab_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, S_max)`` labels → (labels with padding set to 0, ``(B,)`` lengths); negative ids mark padding."""
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 2 or labels.shape[0] != batch:
-        raise ValueError(f"labels must be (batch={batch}, max_label_length), got {tuple(labels.shape)}.")
-    if label_lengths is None:
-        label_lengths = (labels >= 0).sum(dim=1)
-    label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
-    if label_lengths.shape != (batch,) or bool((label_lengths > labels.shape[1]).any()):
-        raise ValueError(
-            f"label_lengths must be ({batch},) with values <= {labels.shape[1]}, got {label_lengths.tolist()}."
-        )
-    valid = labels[lengths_to_mask(label_lengths, labels.shape[1])]
-    if bool((valid < 0).any()):
-        raise ValueError("labels hold negative ids inside label_lengths (padding must come last).")
-    if bool((valid >= vocab_size).any()):
-        raise ValueError(f"labels hold ids outside the vocabulary [0, {vocab_size}).")
-    return labels.clamp_min(0).long(), label_lengths

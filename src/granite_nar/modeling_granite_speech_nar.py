@@ -21,7 +21,14 @@ from transformers.models.granite.modeling_granite import GraniteRotaryEmbedding
 from transformers.utils import ModelOutput
 
 from .configuration import GraniteSpeechNarConfig
-from .ctc import build_slots, copy_loss, ctc_collapse, ctc_greedy_decode, ctc_loss_from_flat_logits
+from .ctc import (
+    build_slots,
+    check_labels,
+    copy_loss,
+    ctc_collapse,
+    ctc_greedy_decode,
+    ctc_loss_from_flat_logits,
+)
 from .modeling_editor import GraniteSpeechNarTextModel, PackedSequences
 from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask, relative_distances
 from .modeling_projector import GraniteSpeechNarProjector, GraniteSpeechNarQFormer
@@ -471,7 +478,9 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
 
         loss = ctc = ce = enc_ctc = None
         if labels is not None:
-            labels, label_lengths = _check_labels(labels, label_lengths, len(seq_lengths), cfg.blank_token_id)
+            labels, label_lengths = check_labels(
+                labels, label_lengths, len(seq_lengths), cfg.text_config.vocab_size, blank=cfg.blank_token_id
+            )
             ctc = ctc_loss_from_flat_logits(logits[0], seq_lengths, labels, label_lengths, cfg.blank_token_id)
             loss = ctc
             if cfg.ce_loss_lambda > 0:
@@ -556,24 +565,3 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             seq_lengths=seq_lengths,
             step_sequences=steps,
         )
-
-
-def _check_labels(
-    labels: torch.Tensor, label_lengths: torch.Tensor | None, batch: int, blank: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 2 or labels.shape[0] != batch:
-        raise ValueError(f"labels must be (batch={batch}, max_label_length), got {tuple(labels.shape)}.")
-    if label_lengths is None:
-        label_lengths = (labels >= 0).sum(dim=1)
-    label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
-    if label_lengths.shape != (batch,) or bool((label_lengths > labels.shape[1]).any()):
-        raise ValueError(
-            f"label_lengths must be ({batch},) with values <= {labels.shape[1]}, got {label_lengths.tolist()}."
-        )
-    valid = lengths_to_mask(label_lengths, labels.shape[1])
-    if bool((labels[valid] == blank).any()) or bool((labels[valid] < 0).any()):
-        raise ValueError(
-            f"labels must not contain the blank id ({blank}) or negative ids inside label_lengths."
-        )
-    return labels.clamp_min(0), label_lengths
