@@ -18,15 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_WAV = REPO / "examples" / "audio" / "demo.wav"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy-size matrices: a second thread only adds contention (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "demo-model"

@@ -27,15 +27,6 @@ ORIGINAL = FIXTURES / "reference_tiny" / "original"
 LENGTHS = [16321, 320, 1599, 1600, 8000, 4817]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy-size matrices: a second thread only adds contention (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     texts = generate_sentences(300, seed=0) + grammar_vocabulary()

@@ -16,15 +16,6 @@ from granite_nar.transcribe import ShortAudioWarning, TranscriptionResult
 DEMO_WAV = "examples/audio/demo.wav"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy-size matrices: a second thread only adds contention (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return make_random_demo_model(tmp_path_factory.mktemp("demo"), num_sentences=300, vocab_size=160)
