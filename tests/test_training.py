@@ -358,6 +358,29 @@ def test_draft_noise_operations():
         DraftNoise(substitution_prob=0.7, deletion_prob=0.5)
 
 
+def test_sampled_drafts_follow_the_encoder_posterior():
+    # Windows: [a, a, _ | b or _ (50/50), _, c]; a and c are certain, b is a coin flip.
+    logits = torch.full((6, 5), -30.0)
+    logits[[0, 1], 2] = logits[2, 4] = logits[[4], 4] = logits[5, 1] = 0.0
+    logits[3, 3] = logits[3, 4] = 0.0
+    seen = set()
+    noise = DraftNoise(sampling_temperature=1.0, seed=0)
+    for _ in range(40):
+        first, second = noise.sample_drafts(logits, [3, 3], blank=4)
+        assert first.tolist() == [2]
+        seen.add(tuple(second.tolist()))
+    assert seen == {(1,), (3, 1)}
+    # In training, sampled drafts replace the greedy ones before editing.
+    model = tiny_model(encoder_ctc_loss_lambda=0.0).train()
+    feats, mask = random_features([40, 27], seed=6)
+    labels, lengths = torch.tensor([[3, 4, 5], [6, 7, -100]]), torch.tensor([3, 2])
+    greedy = compute_nar_losses(model.eval(), feats, mask, labels, lengths)
+    sampled = compute_nar_losses(
+        model.eval(), feats, mask, labels, lengths, draft_noise=DraftNoise(sampling_temperature=3.0, seed=1)
+    )
+    assert sampled.encoder_ctc_loss is None and not torch.equal(sampled.ctc_loss, greedy.ctc_loss)
+
+
 def test_losses_without_noise_equal_the_model_forward():
     model = tiny_model(ce_loss_lambda=0.5, encoder_ctc_loss_lambda=0.3)
     feats, mask = random_features([40, 27], seed=3)

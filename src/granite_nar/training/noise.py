@@ -10,7 +10,11 @@ by the reference transcript before corruption (useful early in training from scr
 drafts are still empty or garbage and the editor would otherwise get no feasible target to learn from).
 
 Random tokens are drawn uniformly from the vocabulary minus ``excluded_ids`` (the blank, padding and
-other special ids).
+other special ids). Uniform random tokens are easy to spot in a fluent sentence; the errors of a real
+encoder are acoustically plausible ones. ``sampling_temperature > 0`` makes drafts of that kind: instead
+of the greedy CTC path, each 80 ms window's token is *sampled* from the encoder's BPE posterior at that
+temperature and the samples are collapsed as usual, so the draft errs where the encoder is unsure, with
+the tokens it hesitates between (:meth:`sample_drafts`; the token noise is applied after it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class DraftNoise:
         insertion_prob: per draft token, probability of inserting a random token after it (and once
             before the first token).
         reference_prob: per utterance, probability of starting from the reference instead of the draft.
+        sampling_temperature: when > 0, drafts are sampled from the encoder's CTC posterior at this
+            temperature instead of taken greedily (needs the BPE logits; see :meth:`sample_drafts`).
         vocab_size: size of the vocabulary random tokens are drawn from.
         excluded_ids: ids never drawn (the CTC blank, padding, unknown …).
         seed: seed of the noise's own random generator (independent of the global torch seed).
@@ -42,6 +48,7 @@ class DraftNoise:
     deletion_prob: float = 0.0
     insertion_prob: float = 0.0
     reference_prob: float = 0.0
+    sampling_temperature: float = 0.0
     vocab_size: int | None = None
     excluded_ids: Sequence[int] = ()
     seed: int = 0
@@ -63,8 +70,28 @@ class DraftNoise:
     def enabled(self) -> bool:
         return any(
             p > 0
-            for p in (self.substitution_prob, self.deletion_prob, self.insertion_prob, self.reference_prob)
+            for p in (
+                self.substitution_prob,
+                self.deletion_prob,
+                self.insertion_prob,
+                self.reference_prob,
+                self.sampling_temperature,
+            )
         )
+
+    def sample_drafts(
+        self, bpe_logits: torch.Tensor, lengths: Sequence[int], blank: int
+    ) -> list[torch.Tensor]:
+        """Drafts sampled window by window from ``softmax(bpe_logits / sampling_temperature)``, then collapsed.
+
+        Args:
+            bpe_logits: ``(ΣW, V)`` flat encoder BPE logits; lengths: windows per utterance; blank: CTC blank.
+        """
+        from ..ctc import ctc_collapse
+
+        probs = torch.softmax(bpe_logits.detach().float().cpu() / self.sampling_temperature, dim=-1)
+        picks = torch.multinomial(probs, 1, generator=self._generator).flatten()  # (ΣW,)
+        return [d.to(bpe_logits.device) for d in ctc_collapse(picks, lengths, blank)]
 
     def _random_tokens(self, count: int) -> torch.Tensor:
         if self._candidates is None:

@@ -114,9 +114,14 @@ def compute_nar_losses(
             raise ValueError("char_ctc_loss_lambda > 0 needs char_labels and char_label_lengths.")
         # The encoder computes the character logits for self-conditioning and keeps only their blank
         # posterior; catch them on their way out of the head.
-        hook = base.model.encoder.out.register_forward_hook(lambda module, args, output: captured.append(output))
+        hook = base.model.encoder.out.register_forward_hook(
+            lambda module, args, output: captured.append(output)
+        )
+    sample = draft_noise is not None and draft_noise.sampling_temperature > 0 and edit_loss_weight > 0
     try:
-        audio = base.model.encode_audio(input_features, input_features_mask, output_bpe_logits=lambda_enc > 0)
+        audio = base.model.encode_audio(
+            input_features, input_features_mask, output_bpe_logits=lambda_enc > 0 or sample
+        )
     finally:
         if hook is not None:
             hook.remove()
@@ -129,7 +134,9 @@ def compute_nar_losses(
             else [input_features.shape[1]] * input_features.shape[0]
         )
         char_logits = captured[0]  # (B, T, C)
-        valid = torch.arange(char_logits.shape[1], device=char_logits.device)[None, :] < frame_lengths[:, None]
+        valid = (
+            torch.arange(char_logits.shape[1], device=char_logits.device)[None, :] < frame_lengths[:, None]
+        )
         out.char_ctc_loss = ctc_loss_from_flat_logits(
             char_logits[valid],
             frame_lengths.tolist(),
@@ -145,6 +152,8 @@ def compute_nar_losses(
         total = total + lambda_enc * out.encoder_ctc_loss
     if edit_loss_weight > 0:
         drafts = audio.draft_ids
+        if sample:
+            drafts = draft_noise.sample_drafts(audio.bpe_logits, audio.bpe_lengths.tolist(), blank)
         if draft_noise is not None and draft_noise.enabled:
             drafts = draft_noise(drafts, labels, label_lengths)
         edited = base.model.edit(audio.audio_embeds, audio.audio_lengths, drafts)
