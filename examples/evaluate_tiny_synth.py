@@ -184,6 +184,11 @@ def export_fixtures(out: Path, rows, refs, hyps, count: int) -> None:
             }
         )
     (out / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    manifest = [
+        {"audio_path": e["audio"], "text": e["reference"], "duration_sec": rows[i].duration_sec}
+        for e, i in zip(expected, chosen, strict=True)
+    ]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
     print(f"exported {len(expected)} fixtures to {out}")
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "lora_linear_layers",
     "trainable_parameter_names",
     "unwrap_model",
+    "freeze_batch_norm_statistics",
 ]
 
 PRESETS = ("full", "encoder", "projector", "editor", "editor_last_n", "lora")
@@ -114,7 +115,7 @@ def lora_target_modules(targets: tuple[str, ...] | list[str]) -> str:
     return "|".join(f"(?:{_LORA_PATTERNS[t]})" for t in targets)
 
 
-def _freeze_batch_norm_statistics(model: nn.Module) -> None:
+def freeze_batch_norm_statistics(model: nn.Module) -> None:
     """Put every BatchNorm whose affine parameters are frozen into inference mode at each forward."""
 
     def _eval_hook(module: nn.Module, args):
@@ -180,7 +181,7 @@ def apply_preset(
             bias="none",
         )
         model = get_peft_model(base, config)
-    _freeze_batch_norm_statistics(base)
+    freeze_batch_norm_statistics(base)
     summary = count_parameters(model, preset if preset != "editor_last_n" else f"editor_last_n={num_layers}")
     if verbose:
         print(summary)
