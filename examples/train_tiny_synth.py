@@ -378,6 +378,9 @@ def main() -> None:
 
     cls = type(model)
     final = cls.from_pretrained(best, dtype=torch.float32) if best else model.float()
+    # Phase 3 zeroes the encoder loss weight in the live config; ship the recipe's weights.
+    final.config.encoder_ctc_loss_lambda = args.encoder_ctc_loss_lambda
+    final.config.ce_loss_lambda = args.ce_loss_lambda
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
