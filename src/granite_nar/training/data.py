@@ -131,10 +131,9 @@ def ctc_symbols_needed(token_ids: Sequence[int]) -> int:
 
 
 def _audio_seconds(path: Path) -> float:
-    import soundfile
+    from ..audio import audio_info
 
-    info = soundfile.info(str(path))
-    return info.frames / info.samplerate
+    return audio_info(path).duration_sec
 
 
 def read_manifest(
@@ -238,16 +237,11 @@ def _parse_row(
 
 
 def load_waveform(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Mono float32 waveform at ``sampling_rate`` (channels averaged, resampled with soxr when needed)."""
-    import soundfile
+    """Mono float32 waveform at ``sampling_rate`` (:func:`granite_nar.audio.load_audio`: channels averaged,
+    resampled with soxr when needed)."""
+    from ..audio import load_audio
 
-    wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    wave = wave.mean(axis=1)
-    if rate != sampling_rate:
-        import soxr
-
-        wave = soxr.resample(wave, rate, sampling_rate).astype(np.float32)
-    return wave
+    return load_audio(path, sampling_rate)
 
 
 class SpeechDataset(torch.utils.data.Dataset):
