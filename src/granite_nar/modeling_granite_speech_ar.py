@@ -38,7 +38,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .configuration import GraniteSpeechNarConfig
 from .ctc import check_labels
 from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask
-from .modeling_granite_speech_nar import GraniteSpeechNarPreTrainedModel, _as_lengths
+from .modeling_granite_speech_nar import (
+    GraniteSpeechNarPreTrainedModel,
+    _as_lengths,
+    frame_lengths_of,
+    project_audio,
+)
 from .modeling_projector import GraniteSpeechNarProjector
 
 __all__ = [
@@ -181,24 +186,20 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
         Returns ``audio_embeds`` ``(B, A_max, D)`` (right-padded, divided by ``embedding_multiplier`` when
         ``scale_projected_embeddings``) and ``audio_lengths`` ``(B,)`` = ``T_b // downsample_rate``.
         """
-        if input_features.dim() != 3 or input_features.shape[-1] != self.config.encoder_config.input_dim:
-            raise ValueError(
-                f"input_features must be (batch, frames, {self.config.encoder_config.input_dim}), "
-                f"got {tuple(input_features.shape)}."
-            )
-        bsz, frames, _ = input_features.shape
-        frame_lengths = _as_lengths(input_features_mask, bsz, frames, input_features.device)
-        audio_lengths = frame_lengths // self.config.projector_config.downsample_rate
-        if bool((audio_lengths == 0).any()):
-            short = (audio_lengths == 0).nonzero().flatten().tolist()
+        frame_lengths = frame_lengths_of(self.config, input_features, input_features_mask)
+        short = (
+            (frame_lengths // self.config.projector_config.downsample_rate == 0).nonzero().flatten().tolist()
+        )
+        if short:
             raise ValueError(f"utterances {short} are shorter than one audio token (100 ms).")
-        frame_mask = lengths_to_mask(frame_lengths, frames)
-        enc = self.encoder(input_features, frame_mask)
-        audio_embeds = self.projector(enc.projector_input, frame_mask)  # (B, ceil(T/15)*3, D)
-        if self.config.scale_projected_embeddings:
-            audio_embeds = audio_embeds / self.config.text_config.embedding_multiplier
-        audio_embeds = audio_embeds[:, : int(audio_lengths.max())]  # (B, A_max, D)
-        return audio_embeds.to(self.language_model.embed_tokens.weight.dtype), audio_lengths
+        enc = self.encoder(input_features, lengths_to_mask(frame_lengths, input_features.shape[1]))
+        return project_audio(
+            self.projector,
+            self.config,
+            enc.projector_input,
+            frame_lengths,
+            self.language_model.embed_tokens.weight.dtype,
+        )
 
     def build_inputs(
         self,

@@ -217,6 +217,39 @@ class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
 
+def frame_lengths_of(
+    config: GraniteSpeechNarConfig, input_features: torch.Tensor, input_features_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Check ``(B, T, input_dim)`` features and their right-padding mask; return ``(B,)`` frame counts."""
+    if input_features.dim() != 3 or input_features.shape[-1] != config.encoder_config.input_dim:
+        raise ValueError(
+            f"input_features must be (batch, frames, {config.encoder_config.input_dim}), "
+            f"got {tuple(input_features.shape)}."
+        )
+    bsz, frames, _ = input_features.shape
+    frame_lengths = _as_lengths(input_features_mask, bsz, frames, input_features.device)
+    if bool((frame_lengths == 0).any()):
+        empty = (frame_lengths == 0).nonzero().flatten().tolist()
+        raise ValueError(f"utterances {empty} have no valid encoder frame (audio shorter than 20 ms).")
+    return frame_lengths
+
+
+def project_audio(
+    projector: GraniteSpeechNarProjector,
+    config: GraniteSpeechNarConfig,
+    projector_input: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projector → ``/ embedding_multiplier`` → the first ``T_b // 5`` tokens: ``(B, A_max, D)``, ``(B,)``."""
+    frame_mask = lengths_to_mask(frame_lengths, projector_input.shape[1])
+    audio_embeds = projector(projector_input, frame_mask)  # (B, ceil(T/15)*3, D)
+    if config.scale_projected_embeddings:
+        audio_embeds = audio_embeds / config.text_config.embedding_multiplier
+    audio_lengths = frame_lengths // config.projector_config.downsample_rate
+    return audio_embeds[:, : int(audio_lengths.max())].to(dtype), audio_lengths
+
+
 def _as_lengths(mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
     if mask is None:
         return torch.full((batch,), frames, dtype=torch.long, device=device)
@@ -261,17 +294,8 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             output_bpe_logits: keep the flat ``(Σ ceil(T_b/4), V)`` BPE logits; otherwise only their
                 argmax is computed, chunk by chunk, so they never exist for the whole batch.
         """
-        if input_features.dim() != 3 or input_features.shape[-1] != self.config.encoder_config.input_dim:
-            raise ValueError(
-                f"input_features must be (batch, frames, {self.config.encoder_config.input_dim}), "
-                f"got {tuple(input_features.shape)}."
-            )
-        bsz, frames, _ = input_features.shape
-        frame_lengths = _as_lengths(input_features_mask, bsz, frames, input_features.device)
-        if bool((frame_lengths == 0).any()):
-            empty = (frame_lengths == 0).nonzero().flatten().tolist()
-            raise ValueError(f"utterances {empty} have no valid encoder frame (audio shorter than 20 ms).")
-        frame_mask = lengths_to_mask(frame_lengths, frames)
+        frame_lengths = frame_lengths_of(self.config, input_features, input_features_mask)
+        frame_mask = lengths_to_mask(frame_lengths, input_features.shape[1])
 
         enc = self.encoder(input_features, frame_mask, output_hidden_states=output_hidden_states)
         bpe_lengths = enc.pooled_lengths
@@ -286,12 +310,12 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
                 best = torch.cat([self.out_bpe(rows).argmax(-1) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
             draft_ids = ctc_collapse(best, bpe_lengths.tolist(), blank)
 
-        audio_embeds = self.projector(enc.projector_input, frame_mask)  # (B, ceil(T/15)*3, D)
-        if self.config.scale_projected_embeddings:
-            audio_embeds = audio_embeds / self.config.text_config.embedding_multiplier
-        audio_lengths = frame_lengths // self.config.projector_config.downsample_rate
-        audio_embeds = audio_embeds[:, : int(audio_lengths.max())].to(
-            self.language_model.embed_tokens.weight.dtype
+        audio_embeds, audio_lengths = project_audio(
+            self.projector,
+            self.config,
+            enc.projector_input,
+            frame_lengths,
+            self.language_model.embed_tokens.weight.dtype,
         )
         return GraniteSpeechNarAudioOutput(
             audio_embeds=audio_embeds,
