@@ -13,7 +13,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .original_layout import OriginalLayoutError, convert_config_dict, convert_state_dict, is_original_config
+from .original_layout import (
+    OriginalLayoutError,
+    convert_config_dict,
+    convert_state_dict,
+    is_original_config,
+    read_config,
+)
 
 __all__ = [
     "resolve_checkpoint_folder",
@@ -151,7 +157,7 @@ def load_original_checkpoint(
 
     folder = Path(folder)
     model_cls = model_cls or GraniteSpeechNarForCTC
-    config = GraniteSpeechNarConfig(**convert_config_dict(json.loads((folder / "config.json").read_text())))
+    config = GraniteSpeechNarConfig(**convert_config_dict(read_config(folder)))
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
         config.text_config._attn_implementation = attn_implementation
