@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 
-from granite_nar.feature_extraction import GraniteSpeechNarFeatureExtractor
+from granite_nar.audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from granite_nar.lengths import SAMPLING_RATE
 
 ROOT = Path(__file__).resolve().parents[1]

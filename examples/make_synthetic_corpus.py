@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from granite_nar.data import EspeakNotFoundError, make_corpus
+from granite_nar.testing.synthetic_speech import EspeakNotFoundError, make_corpus
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ from granite_nar import (
     GraniteSpeechNarForCTC,
     GraniteSpeechNarProcessor,
 )
-from granite_nar.ctc import ctc_loss_from_flat_logits
+from granite_nar.model.ctc import ctc_loss_from_flat_logits
 from granite_nar.training import (
     DataCollatorForGraniteSpeechNar,
     DraftNoise,
@@ -149,7 +149,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_ar(config: GraniteSpeechNarConfig):
-    from granite_nar.modeling_granite_speech_ar import (
+    from granite_nar.model.modeling_granite_speech_ar import (
         GraniteSpeechArConfig,
         GraniteSpeechArForConditionalGeneration,
     )

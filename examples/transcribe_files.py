@@ -16,7 +16,7 @@ import time
 from transformers.utils import logging as hf_logging
 
 from granite_nar import load_model, transcribe
-from granite_nar.demo import make_random_demo_model
+from granite_nar.testing.demo import make_random_demo_model
 
 
 def main(argv=None) -> int:

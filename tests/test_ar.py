@@ -10,14 +10,14 @@ from tiny import BLANK, random_features, single, tiny_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
 
-import granite_nar.modeling_granite_speech_ar as ar_module
+import granite_nar.model.modeling_granite_speech_ar as ar_module
 from granite_nar import GraniteSpeechNarForCTC
-from granite_nar.modeling_encoder import GraniteSpeechNarEncoder
-from granite_nar.modeling_granite_speech_ar import (
+from granite_nar.model.modeling_encoder import GraniteSpeechNarEncoder
+from granite_nar.model.modeling_granite_speech_ar import (
     GraniteSpeechArConfig,
     GraniteSpeechArForConditionalGeneration,
 )
-from granite_nar.modeling_projector import GraniteSpeechNarProjector
+from granite_nar.model.modeling_projector import GraniteSpeechNarProjector
 
 LENGTHS = [40, 23, 31, 12]  # encoder frames: 8, 4, 6 and 2 audio tokens, mixed on purpose
 

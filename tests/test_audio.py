@@ -17,7 +17,7 @@ from granite_nar.audio import (
     resample_waveform,
     to_mono,
 )
-from granite_nar.feature_extraction import InvalidAudioError
+from granite_nar.audio.feature_extraction_granite_speech_nar import InvalidAudioError
 
 RATE = 16000
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from granite_nar.benchmark import (
+from nar_vs_ar import (
     DECODERS,
     MIXED_DURATIONS,
     STAGES,
@@ -84,7 +84,7 @@ def test_cli_writes_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert [r["decoder"] for r in report["results"]] == ["nar_1pass", "nar_2pass"]
     assert "speedup_vs_ar" not in report["results"][0]
-    assert report["meta"]["command"].startswith("python -m granite_nar.benchmark --config tiny")
+    assert report["meta"]["command"].startswith("python benchmarks/nar_vs_ar.py --config tiny")
     assert "| b1_0.8s | nar_1pass |" in capsys.readouterr().out
 
 

@@ -11,7 +11,7 @@ from granite_nar import (
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
 )
-from granite_nar.original_layout import OriginalLayoutError, convert_config_dict
+from granite_nar.checkpoints.original_layout import OriginalLayoutError, convert_config_dict
 
 
 def test_defaults_are_the_released_checkpoint():

@@ -20,16 +20,18 @@ from tiny import FIXTURES, tiny_config
 from transformers import AutoModel, AutoModelForCTC
 
 from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
-from granite_nar.conversion import (
-    ConversionError,
-    VerificationResult,
-    convert_checkpoint,
+from granite_nar.checkpoints.conversion import ConversionError, VerificationResult, convert_checkpoint
+from granite_nar.checkpoints.original_layout import (
+    OriginalLayoutError,
+    convert_config_dict,
     convert_preprocessor_config,
+    rename_key,
+)
+from granite_nar.testing.synthetic_checkpoint import (
     original_config_dict,
     original_tensor_names,
     write_synthetic_original_checkpoint,
 )
-from granite_nar.original_layout import OriginalLayoutError, convert_config_dict, rename_key
 
 REF = FIXTURES / "reference_tiny"
 SCRIPT = Path(__file__).resolve().parents[1] / "conversion" / "convert_granite_speech_nar.py"
@@ -445,7 +447,7 @@ def test_output_folder_guards(tiny_original, tmp_path):
 
 
 def test_failed_verification_keeps_nothing_at_the_output(tiny_original, tmp_path, monkeypatch):
-    import granite_nar.conversion as conversion
+    import granite_nar.checkpoints.conversion as conversion
 
     def broken(reference, converted):  # stands for a converted model that edits differently
         return VerificationResult(torch.float32, [1], True, False, 0.0, 1e-5)

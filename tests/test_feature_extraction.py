@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file
 from transformers.audio_utils import mel_filter_bank, window_function
 
-from granite_nar.feature_extraction import (
+from granite_nar.audio.feature_extraction_granite_speech_nar import (
     GraniteSpeechNarFeatureExtractor,
     InvalidAudioError,
     htk_mel_filter_bank,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tiny import BLANK, random_features, tiny_model
 
-from granite_nar.ctc import copy_loss, ctc_loss_from_flat_logits
+from granite_nar.model.ctc import copy_loss, ctc_loss_from_flat_logits
 
 LENGTHS = [40, 27]
 

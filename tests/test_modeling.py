@@ -6,7 +6,7 @@ from tiny import BLANK, VOCAB, random_features, single, tiny_model
 
 from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
 from granite_nar.lengths import num_audio_tokens, num_bpe_windows
-from granite_nar.modeling_editor import PackedSequences
+from granite_nar.model.modeling_editor import PackedSequences
 
 # 12 < one projector window (15); 37 is not a multiple of the 16-frame attention block; 70 spans 5 blocks.
 LENGTHS = [37, 12, 70, 16, 5]

@@ -18,8 +18,8 @@ from granite_nar import (
     GraniteSpeechNarProcessor,
     InvalidAudioError,
 )
-from granite_nar.data.synthetic import generate_sentences, grammar_vocabulary, train_tokenizer
-from granite_nar.demo import demo_config
+from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
+from granite_nar.testing.demo import demo_config
 from granite_nar.lengths import num_audio_tokens, num_bpe_windows, num_encoder_frames
 
 ORIGINAL = FIXTURES / "reference_tiny" / "original"

@@ -1,14 +1,14 @@
-"""Fast paths against the slow, readable references in granite_nar.reference."""
+"""Fast paths against the slow, readable references in granite_nar.testing.reference."""
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import random_features, tiny_model
 
-from granite_nar.ctc import build_slots, ctc_collapse, insert_slots
+from granite_nar.model.ctc import build_slots, ctc_collapse, insert_slots
 from granite_nar.lengths import num_projector_tokens
-from granite_nar.modeling_editor import PackedSequences
-from granite_nar.reference import (
+from granite_nar.model.modeling_editor import PackedSequences
+from granite_nar.testing.reference import (
     reference_block_attention,
     reference_ctc_collapse,
     reference_insert_slots,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_nar.data import (
+from granite_nar.testing.synthetic_speech import (
     EOT_TOKEN,
     PAD_TOKEN,
     EspeakNotFoundError,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from tiny import BLANK, PAD, VOCAB, random_features, tiny_model
 
-from granite_nar.data import generate_sentences, grammar_vocabulary, train_tokenizer
-from granite_nar.feature_extraction import GraniteSpeechNarFeatureExtractor
+from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
+from granite_nar.audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from granite_nar.lengths import num_bpe_windows, num_encoder_frames
 from granite_nar.training import (
     DataCollatorForGraniteSpeechNar,

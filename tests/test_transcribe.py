@@ -9,9 +9,9 @@ from transformers import pipeline
 
 from granite_nar import GraniteSpeechNarProcessor, InvalidAudioError, load_audio, load_model, transcribe
 from granite_nar.audio import AudioLoadError
-from granite_nar.demo import is_random_demo_model, make_random_demo_model
-from granite_nar.pipeline import GraniteSpeechNarPipeline
-from granite_nar.transcribe import ShortAudioWarning, TranscriptionResult
+from granite_nar.testing.demo import is_random_demo_model, make_random_demo_model
+from granite_nar.transcription.pipeline import GraniteSpeechNarPipeline
+from granite_nar.transcription.transcribe import ShortAudioWarning, TranscriptionResult
 
 DEMO_WAV = "examples/audio/demo.wav"
 

@@ -12,30 +12,35 @@ from transformers import (
     AutoProcessor,
 )
 
-from .audio import AudioLoadError, load_audio
-from .configuration import (
+from .audio import (
+    AudioLoadError,
+    GraniteSpeechNarFeatureExtractor,
+    GraniteSpeechNarProcessor,
+    InvalidAudioError,
+    load_audio,
+)
+from .model.configuration_granite_speech_nar import (
     GraniteSpeechNarConfig,
     GraniteSpeechNarEncoderConfig,
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
 )
-from .feature_extraction import GraniteSpeechNarFeatureExtractor, InvalidAudioError
-from .modeling_granite_speech_ar import (
+from .model.modeling_granite_speech_ar import (
     GraniteSpeechArConfig,
     GraniteSpeechArForConditionalGeneration,
     GraniteSpeechArPreTrainedModel,
 )
-from .modeling_granite_speech_nar import (
+from .model.modeling_granite_speech_nar import (
     GraniteSpeechNarForCTC,
     GraniteSpeechNarGenerateOutput,
     GraniteSpeechNarModel,
     GraniteSpeechNarOutput,
     GraniteSpeechNarPreTrainedModel,
 )
-from .processing import GraniteSpeechNarProcessor
-from .transcribe import TranscriptionResult, load_model, transcribe
+from .transcription.pipeline import GraniteSpeechNarPipeline
+from .transcription.transcribe import TranscriptionResult, load_model, transcribe
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 for _config in (
     GraniteSpeechNarConfig,
@@ -71,6 +76,7 @@ __all__ = [
     "GraniteSpeechArForConditionalGeneration",
     "GraniteSpeechNarFeatureExtractor",
     "GraniteSpeechNarProcessor",
+    "GraniteSpeechNarPipeline",
     "InvalidAudioError",
     "AudioLoadError",
     "load_audio",

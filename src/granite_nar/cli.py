@@ -2,7 +2,6 @@
 
     granite-nar transcribe FILE... --model PATH_OR_HUB_ID [--batch-size N] [--device DEV] [--dtype T]
                            [--editing-steps K] [--output txt|jsonl] [--drafts] [--no-resample] [--progress]
-    granite-nar demo-model OUT_DIR [--seed S]
 
 Exit status: 0 when every file was transcribed, 1 when some could not be (each reported on stderr in one
 line, and as a record with an "error" field in jsonl output), 2 for usage errors (bad options, a model
@@ -22,6 +21,8 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# A config field that marks a model with random weights (the test suite's demo models carry it).
+RANDOM_WEIGHTS_MARKER = "granite_nar_random_demo"
 
 
 class _UsageError(Exception):
@@ -70,14 +71,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
-    demo = sub.add_parser(
-        "demo-model",
-        help="write a tiny model with RANDOM weights (its transcripts are meaningless)",
-        description="Write a tiny Granite Speech NAR with random weights and a tokenizer trained on the "
-        "synthetic grammar into OUT_DIR, to try the pipeline offline. Its transcripts are meaningless.",
-    )
-    demo.add_argument("out_dir", metavar="OUT_DIR")
-    demo.add_argument("--seed", type=int, default=0, help="weight seed (0)")
     return parser
 
 
@@ -149,8 +142,7 @@ def _looks_local(ref: str) -> bool:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from .demo import is_random_demo_model
-    from .transcribe import ShortAudioWarning, load_model, transcribe
+    from .transcription.transcribe import ShortAudioWarning, load_model, transcribe
 
     device = _check_device(args.device)
     model_ref = args.model
@@ -160,7 +152,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         model, processor = load_model(model_ref, device=device, dtype=args.dtype)
     except Exception as err:  # any loading failure is one line for the user, not a traceback
         raise _UsageError(f"cannot load the model from {model_ref}: {err}") from None
-    if is_random_demo_model(model):
+    if getattr(model.config, RANDOM_WEIGHTS_MARKER, False):
         print(
             f"granite-nar: warning: {model_ref} has RANDOM weights (a demo model); its transcripts are meaningless",
             file=sys.stderr,
@@ -211,28 +203,6 @@ def _transcribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _demo_model(args: argparse.Namespace) -> int:
-    from .demo import make_random_demo_model
-
-    out = os.path.abspath(args.out_dir)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise _UsageError(f"{args.out_dir} exists and is not a folder")
-    try:
-        make_random_demo_model(out, seed=args.seed)
-    except ImportError as err:
-        raise _UsageError(
-            f"{err}; the demo tokenizer is trained with sentencepiece: pip install sentencepiece"
-        ) from None
-    except OSError as err:
-        raise _UsageError(f"cannot write {args.out_dir}: {err}") from None
-    print(
-        f"wrote a tiny Granite Speech NAR with RANDOM weights to {args.out_dir} (its transcripts are meaningless)",
-        file=sys.stderr,
-    )
-    print(out)
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script passes it to ``sys.exit``)."""
     parser = _build_parser()
@@ -242,9 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     restore = _quiet_libraries()
     try:
-        if args.command == "transcribe":
-            return _transcribe(args)
-        return _demo_model(args)
+        return _transcribe(args)
     except _UsageError as err:
         _error(str(err))
         return EXIT_USAGE

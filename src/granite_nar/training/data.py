@@ -131,7 +131,7 @@ def ctc_symbols_needed(token_ids: Sequence[int]) -> int:
 
 
 def _audio_seconds(path: Path) -> float:
-    from ..audio import audio_info
+    from ..audio.io import audio_info
 
     return audio_info(path).duration_sec
 
@@ -239,7 +239,7 @@ def _parse_row(
 def load_waveform(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
     """Mono float32 waveform at ``sampling_rate`` (:func:`granite_nar.audio.load_audio`: channels averaged,
     resampled with soxr when needed)."""
-    from ..audio import load_audio
+    from ..audio.io import load_audio
 
     return load_audio(path, sampling_rate)
 

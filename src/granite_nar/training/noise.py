@@ -87,7 +87,7 @@ class DraftNoise:
         Args:
             bpe_logits: ``(ΣW, V)`` flat encoder BPE logits; lengths: windows per utterance; blank: CTC blank.
         """
-        from ..ctc import ctc_collapse
+        from ..model.ctc import ctc_collapse
 
         probs = torch.softmax(bpe_logits.detach().float().cpu() / self.sampling_temperature, dim=-1)
         picks = torch.multinomial(probs, 1, generator=self._generator).flatten()  # (ΣW,)

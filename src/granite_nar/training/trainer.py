@@ -39,7 +39,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ..ctc import copy_loss, ctc_loss_from_flat_logits
+from ..model.ctc import copy_loss, ctc_loss_from_flat_logits
 from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
 from .noise import DraftNoise
 from .presets import unwrap_model

@@ -152,8 +152,8 @@ def load_original_checkpoint(
     folder: str | Path, model_cls=None, dtype=None, device="cpu", attn_implementation=None
 ):
     """Load a folder in the original remote-code layout into a native model, without remote code."""
-    from .configuration import GraniteSpeechNarConfig
-    from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
+    from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
+    from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 
     folder = Path(folder)
     model_cls = model_cls or GraniteSpeechNarForCTC

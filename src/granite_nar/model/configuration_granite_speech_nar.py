@@ -2,7 +2,7 @@
 
 Every default equals the released ``ibm-granite/granite-speech-4.1-2b-nar`` checkpoint (SPEC §1). Field
 names follow the native transformers layout (SPEC §6.4, §11.1); the original remote-code names are
-mapped in :mod:`granite_nar.original_layout`.
+mapped in :mod:`granite_nar.checkpoints.original_layout`.
 
 Three fields record where the released weights and the newest transformers port disagree; their
 defaults reproduce the code that produced the published numbers (SPEC §11.2):
@@ -19,7 +19,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import GraniteConfig
 from transformers.configuration_utils import PreTrainedConfig
 
-from .original_layout import convert_config_dict, is_original_config
+from ..checkpoints.original_layout import convert_config_dict, is_original_config
 
 __all__ = [
     "GraniteSpeechNarEncoderConfig",

@@ -24,112 +24,16 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import TensorType
 
-from .lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE, num_encoder_frames
+from ..lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE, num_encoder_frames
+from .waveform import InvalidAudioError, validate_waveform
 
 __all__ = [
     "GraniteSpeechNarFeatureExtractor",
-    "InvalidAudioError",
     "htk_mel_filter_bank",
-    "validate_waveform",
 ]
 
-INT16_SCALE = 32768.0  # int16 PCM full scale: x / 2**15 maps [-32768, 32767] into [-1, 1)
 LOG_FLOOR = 1e-10  # power floor before log10 (SPEC §2.1)
 DYNAMIC_RANGE_DECADES = 8.0  # log10 values more than 8 below the utterance maximum are raised to it
-
-
-class InvalidAudioError(ValueError):
-    """A waveform the feature extractor cannot use (empty, too short, not mono, NaN/inf, wrong dtype).
-
-    A ``ValueError``, so generic handlers still catch it; batch jobs can catch this class alone and
-    read the failing input's index from the message.
-    """
-
-
-def _where(index: int | None) -> str:
-    return "audio" if index is None else f"audio[{index}]"
-
-
-def _dtype_message(where: str, dtype_name: str) -> str:
-    return (
-        f"{where}: unsupported sample dtype {dtype_name}; expected floating-point samples (nominally in "
-        "[-1, 1]) or int16 PCM. Convert other integer PCM to float first (e.g. int32 / 2**31)"
-    )
-
-
-def validate_waveform(
-    wave: Any,
-    index: int | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Check one waveform and return it as a 1-D float tensor (float32 unless ``dtype`` says otherwise).
-
-    Accepted: a 1-D ``numpy.ndarray`` or ``torch.Tensor`` of floats (any precision) or of int16 PCM
-    (scaled by 1/32768), or a Python list/tuple of floats. The tensor keeps the device of a tensor input.
-
-    Raises :class:`InvalidAudioError` (a ``ValueError``) naming the problem, and ``audio[index]`` when
-    ``index`` is given: not an array; not 1-D (multi-channel audio must be downmixed first); a complex,
-    bool, object or non-int16 integer dtype; no samples; fewer than 320 samples (one 20 ms encoder
-    frame); NaN or inf samples.
-    """
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    where = _where(index)
-    if isinstance(wave, (np.generic, int, float)):
-        wave = np.asarray(wave)  # a lone number: refused below as a scalar
-    if isinstance(wave, (list, tuple)):
-        try:
-            wave = np.asarray(wave)
-        except ValueError as err:  # ragged nested lists
-            raise InvalidAudioError(
-                f"{where}: could not read the list as one waveform ({err}); pass a flat list of floats"
-            ) from None
-    if isinstance(wave, np.ndarray):
-        # astype copies: the tensor never shares (possibly read-only or strided) numpy memory.
-        if wave.dtype.kind == "f":
-            wave = torch.from_numpy(wave.astype(np.float64 if dtype == torch.float64 else np.float32))
-        elif wave.dtype == np.int16:
-            wave = torch.from_numpy(wave.astype(np.int16, copy=True))
-        else:  # complex, bool, object, strings, other integers
-            raise InvalidAudioError(_dtype_message(where, str(wave.dtype)))
-    elif not isinstance(wave, torch.Tensor):
-        raise InvalidAudioError(
-            f"{where}: expected a waveform (1-D numpy array, torch tensor or list of floats), got "
-            f"{type(wave).__name__}; load audio files first (see granite_nar.audio)"
-        )
-
-    if wave.dtype == torch.int16:
-        wave = wave.to(dtype) / INT16_SCALE
-    elif wave.dtype.is_complex or wave.dtype == torch.bool or not wave.dtype.is_floating_point:
-        raise InvalidAudioError(_dtype_message(where, str(wave.dtype).removeprefix("torch.")))
-    else:
-        wave = wave.to(dtype)
-
-    if wave.ndim != 1:
-        if wave.ndim == 0:
-            raise InvalidAudioError(f"{where}: expected a mono 1-D waveform, got a scalar")
-        raise InvalidAudioError(
-            f"{where}: expected a mono 1-D waveform, got a {wave.ndim}-D array of shape {tuple(wave.shape)}. "
-            "Downmix multi-channel audio to mono first: average over the channel axis (axis 0 for "
-            "(channels, samples), axis 1 for (samples, channels) as soundfile returns), e.g. with the "
-            "helpers in granite_nar.audio. Pass a batch as a list of 1-D waveforms."
-        )
-    num_samples = wave.shape[0]
-    if num_samples == 0:
-        raise InvalidAudioError(f"{where}: the waveform is empty (0 samples)")
-    if num_samples < SAMPLES_PER_ENCODER_FRAME:
-        raise InvalidAudioError(
-            f"{where}: {num_samples} samples is shorter than one encoder frame; at least "
-            f"{SAMPLES_PER_ENCODER_FRAME} samples (20 ms at 16 kHz) are needed"
-        )
-    finite = torch.isfinite(wave)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise InvalidAudioError(
-            f"{where}: {bad.numel()} of {num_samples} samples are NaN or inf (first at sample {int(bad[0])})"
-        )
-    return wave
 
 
 def htk_mel_filter_bank(

@@ -1,7 +1,7 @@
 """CTC helpers: greedy collapse, insertion slots and the three training losses (SPEC §4, §5).
 
 All functions work on flat (packed) tensors plus per-utterance lengths, the layout the model uses.
-Slow per-utterance versions live in :mod:`granite_nar.reference` and check these in the tests.
+Slow per-utterance versions live in :mod:`granite_nar.testing.reference` and check these in the tests.
 """
 
 from __future__ import annotations

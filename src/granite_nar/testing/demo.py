@@ -1,7 +1,7 @@
 """A tiny Granite Speech NAR with RANDOM weights, to run the whole pipeline offline in seconds.
 
 The model has the real architecture at toy size (2 conformer layers, a 1-layer Q-Former, a 2-layer
-editor) and a real tokenizer trained on the synthetic grammar (:mod:`granite_nar.data.synthetic`), so
+editor) and a real tokenizer trained on the synthetic grammar (:mod:`granite_nar.testing.synthetic_speech`), so
 files → features → encoder → CTC draft → editing → text all run. Its weights are random:
 **its transcripts are meaningless strings of grammar words.** It exists to show and test the plumbing
 (CLI, batching, error handling); for a model that has learnt something, train one on the synthetic
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from .configuration import GraniteSpeechNarConfig
-from .feature_extraction import GraniteSpeechNarFeatureExtractor
-from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
-from .processing import GraniteSpeechNarProcessor
-from .testing import tiny_config
+from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
+from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
+from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
+from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
+from . import tiny_config
 
 __all__ = ["DEMO_MARKER", "demo_config", "is_random_demo_model", "make_random_demo_model"]
 
@@ -30,7 +30,7 @@ DEMO_MARKER = "granite_nar_random_demo"
 _README = """\
 # Random demo model (granite_nar)
 
-Written by `granite-nar demo-model` / `granite_nar.demo.make_random_demo_model`.
+Written by `granite-nar demo-model` / `granite_nar.testing.demo.make_random_demo_model`.
 
 The weights are RANDOM. The model runs the whole Granite Speech NAR pipeline, but its transcripts are
 meaningless. Use it to try the command line and the Python API offline, not to recognise speech.
@@ -52,7 +52,7 @@ def make_random_demo_model(
     """Build and save a tiny random :class:`GraniteSpeechNarForCTC` with its processor; return ``out_dir``.
 
     The tokenizer is loaded from ``tokenizer_dir`` if given, else trained offline with
-    :func:`granite_nar.data.synthetic.train_tokenizer` on ``num_sentences`` sentences of the synthetic
+    :func:`granite_nar.testing.synthetic_speech.train_tokenizer` on ``num_sentences`` sentences of the synthetic
     grammar plus its word list (needs ``sentencepiece``). The CTC blank is the tokenizer's
     ``<|end_of_text|>`` (its eos token), as in the released model. The same ``seed`` gives the same weights.
 
@@ -65,7 +65,7 @@ def make_random_demo_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is None:
-        from .data.synthetic import generate_sentences, grammar_vocabulary, train_tokenizer
+        from .synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
 
         texts = generate_sentences(num_sentences, seed) + grammar_vocabulary()
         with tempfile.TemporaryDirectory() as build:  # train_tokenizer also writes spm.model; not needed here

@@ -35,7 +35,7 @@ from transformers import GenerationMixin, GraniteModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration import GraniteSpeechNarConfig
+from .configuration_granite_speech_nar import GraniteSpeechNarConfig
 from .ctc import check_labels
 from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask
 from .modeling_granite_speech_nar import (

@@ -1,7 +1,7 @@
 """Side-by-side speed of the NAR editor and autoregressive decoding, built from the same parts.
 
-    python -m granite_nar.benchmark --config full --dtype bfloat16 --repeats 3 --warmup 1 --json out.json
-    python -m granite_nar.benchmark --gemm                    # this machine's fp32 / bf16 matmul ceiling
+    python benchmarks/nar_vs_ar.py --config full --dtype bfloat16 --repeats 3 --warmup 1 --json out.json
+    python benchmarks/nar_vs_ar.py --gemm                    # this machine's fp32 / bf16 matmul ceiling
 
 Both decoders get identical synthetic inputs (seeded random log-mel features) and run from features
 to token ids:
@@ -51,11 +51,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .configuration import GraniteSpeechNarConfig
-from .lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE
-from .modeling_granite_speech_ar import GraniteSpeechArForConditionalGeneration
-from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
-from .testing import tiny_config
+from granite_nar import GraniteSpeechArForConditionalGeneration, GraniteSpeechNarConfig, GraniteSpeechNarForCTC
+from granite_nar.lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE
+from granite_nar.testing import tiny_config
 
 __all__ = [
     "Setting",
@@ -562,7 +560,7 @@ def format_gemm(result: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m granite_nar.benchmark", description=__doc__.split("\n")[0]
+        prog="python benchmarks/nar_vs_ar.py", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--config", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
@@ -602,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             seed=args.seed,
             log=log,
         )
-        report["meta"]["command"] = "python -m granite_nar.benchmark " + " ".join(
+        report["meta"]["command"] = "python benchmarks/nar_vs_ar.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
         print(format_table(report))

@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.models.granite.modeling_granite import GraniteRotaryEmbedding
 from transformers.utils import ModelOutput
 
-from .configuration import GraniteSpeechNarConfig
+from .configuration_granite_speech_nar import GraniteSpeechNarConfig
 from .ctc import (
     build_slots,
     check_labels,
@@ -187,7 +187,7 @@ class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
         its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …)
         and loaded without ``trust_remote_code``.
         """
-        from .loading import (
+        from ..checkpoints.loading import (
             is_original_checkpoint,
             load_original_checkpoint,
             resolve_checkpoint_folder,

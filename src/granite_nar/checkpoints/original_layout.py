@@ -256,3 +256,47 @@ def read_config(folder: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {folder}.")
     return json.loads(path.read_text())
+
+
+# Fields of the original preprocessor_config.json (SPEC §1.5) plus FeatureExtractionMixin bookkeeping.
+_PREPROCESSOR_FIELDS = {
+    "feature_extractor_type",
+    "processor_class",
+    "auto_map",
+    "sampling_rate",
+    "n_fft",
+    "win_length",
+    "hop_length",
+    "n_mels",
+    "feature_size",
+    "frame_stacking",
+    "padding_value",
+    "padding_side",
+    "return_attention_mask",
+}
+
+
+
+def convert_preprocessor_config(original: dict) -> dict:
+    """Original ``preprocessor_config.json`` → native field names (SPEC §1.5, §6.4).
+
+    ``n_mels`` → ``feature_size``; ``frame_stacking`` (2) made explicit; ``auto_map`` (remote code) dropped;
+    ``feature_extractor_type`` set to the native class. Unknown fields raise.
+    """
+    unknown = sorted(set(original) - _PREPROCESSOR_FIELDS)
+    if unknown:
+        raise OriginalLayoutError(
+            f"unknown field(s) {unknown} in preprocessor_config.json; refusing to guess."
+        )
+    native = {k: v for k, v in original.items() if k not in ("auto_map", "n_mels", "feature_extractor_type")}
+    if "n_mels" in original:
+        if native.setdefault("feature_size", original["n_mels"]) != original["n_mels"]:
+            raise OriginalLayoutError(
+                f"preprocessor_config.json has n_mels={original['n_mels']} and "
+                f"feature_size={native['feature_size']}."
+            )
+    native.setdefault("frame_stacking", 2)
+    native["feature_extractor_type"] = "GraniteSpeechNarFeatureExtractor"
+    return native
+
+

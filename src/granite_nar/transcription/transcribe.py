@@ -23,11 +23,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .audio import AudioLoadError, audio_info, load_audio, resample_waveform, to_mono
-from .feature_extraction import InvalidAudioError, validate_waveform
-from .lengths import SAMPLING_RATE, min_samples_for_audio_token
-from .modeling_granite_speech_nar import GraniteSpeechNarForCTC
-from .processing import GraniteSpeechNarProcessor
+from ..audio.inputs import is_file_input, prepare_waveform
+from ..audio.io import AudioLoadError, audio_info
+from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
+from ..audio.waveform import InvalidAudioError
+from ..lengths import SAMPLING_RATE, min_samples_for_audio_token
+from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 
 __all__ = [
     "ShortAudioWarning",
@@ -247,7 +248,7 @@ def _prepare(
     fail: Callable[[_Item, InvalidAudioError], None],
 ) -> _Item:
     """Check one input; in-memory audio is validated now, files only by their header."""
-    is_path = isinstance(value, (str, os.PathLike))
+    is_path = is_file_input(value)
     item = _Item(TranscriptionResult(index, os.fspath(value) if is_path else f"audio[{index}]"), 0)
     try:
         if is_path:
@@ -262,39 +263,10 @@ def _prepare(
             item.path = item.result.source
             item.num_samples = info.num_samples(target_rate)
         else:
-            rate = sampling_rate
-            if isinstance(value, dict):
-                value, rate = _unpack_dict(value, index)
-            wave = _in_memory_wave(
-                value, index, rate if rate is not None else target_rate, target_rate, resample
-            )
-            _set_wave(item, wave)
+            _set_wave(item, prepare_waveform(value, index, sampling_rate, target_rate, resample))
     except InvalidAudioError as err:
         fail(item, err)
     return item
-
-
-def _unpack_dict(value: dict, index: int) -> tuple[Any, int]:
-    array = value.get("array", value.get("raw"))
-    rate = value.get("sampling_rate")
-    if array is None or rate is None:
-        raise InvalidAudioError(
-            f"audio[{index}]: a dict input needs 'array' (or 'raw') and 'sampling_rate', got keys {sorted(value)}"
-        )
-    return array, int(rate)
-
-
-def _in_memory_wave(value: Any, index: int, rate: int, target_rate: int, resample: bool) -> torch.Tensor:
-    wave = to_mono(value, index)
-    if rate != target_rate:
-        if not resample:
-            raise InvalidAudioError(
-                f"audio[{index}]: sampled at {rate} Hz, but {target_rate} Hz is needed; enable resampling"
-            )
-        # Validate first: NaN or a 2-D array must be reported as such, not as a resampler failure.
-        checked = validate_waveform(wave, index)
-        wave = resample_waveform(checked.cpu().numpy(), rate, target_rate)
-    return validate_waveform(wave, index)
 
 
 def _set_wave(item: _Item, wave: torch.Tensor) -> None:
@@ -316,12 +288,7 @@ def _load(item: _Item, target_rate: int, resample: bool, fail: Callable) -> bool
     if item.wave is not None:
         return True
     try:
-        wave = load_audio(item.path, sampling_rate=target_rate, resample=resample)
-        try:
-            wave = validate_waveform(wave)
-        except InvalidAudioError as err:  # "audio: ..." → "path: ..."
-            raise InvalidAudioError(f"{item.path}: {str(err).removeprefix('audio: ')}") from None
-        _set_wave(item, wave)
+        _set_wave(item, prepare_waveform(item.path, target_rate=target_rate, resample=resample))
     except InvalidAudioError as err:
         fail(item, err)
         return False

@@ -1,13 +1,22 @@
-"""Tiny configurations for tests, demos, synthetic checkpoints and smoke benchmarks.
+"""Test support: what the test suite, the benchmarks and the examples build on, never the runtime.
 
-One definition serves them all: a 2-block encoder (16-frame attention blocks), a 1-layer Q-Former and a
+Nothing under ``granite_nar`` outside this subpackage imports it (``tests/test_layout.py`` checks).
+
+* :func:`tiny_config` (here): the one tiny configuration for tests, demo models, synthetic checkpoints
+  and smoke benchmarks;
+* :mod:`.reference`: slow, obviously-correct per-utterance oracles for the fast paths;
+* :mod:`.synthetic_checkpoint`: checkpoints in the original remote-code layout, any size;
+* :mod:`.synthetic_speech`: the espeak-ng speech corpus the bundled tiny model was trained on;
+* :mod:`.demo`: a tiny model with random weights and a real tokenizer.
+
+The tiny configuration: a 2-block encoder (16-frame attention blocks), a 1-layer Q-Former and a
 2-layer editor. Every code path of the full model is on (self-conditioning, layer export, pooling,
 windowing, GQA, packing), at about 0.1 M parameters.
 """
 
 from __future__ import annotations
 
-from .configuration import GraniteSpeechNarConfig
+from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
 
 __all__ = ["tiny_config"]
 

@@ -20,35 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .feature_extraction import InvalidAudioError
-from .lengths import SAMPLING_RATE
+from ..lengths import SAMPLING_RATE
+from .waveform import InvalidAudioError, downmix, resample_waveform
 
 __all__ = [
     "AudioLoadError",
     "AudioInfo",
-    "MAX_CHANNELS",
     "audio_info",
     "decode_audio",
-    "downmix",
     "load_audio",
-    "resample_waveform",
-    "to_mono",
 ]
 
-# More channels than this in a (channels, samples) array is taken for a layout mistake, not real audio.
-MAX_CHANNELS = 32
-RESAMPLE_QUALITY = (
-    "HQ"  # soxr's high-quality preset (its default): passband to 95 % of Nyquist, 144 dB stopband
-)
 _INSTALL_HINT = "install the audio extra: pip install 'granite_nar[audio]'"
 
 
 class AudioLoadError(InvalidAudioError):
     """An audio file that cannot be used: missing, unreadable, not audio, empty, or at the wrong rate.
 
-    A subclass of :class:`~granite_nar.feature_extraction.InvalidAudioError` (a ``ValueError``), so one
+    A subclass of :class:`~granite_nar.audio.feature_extraction_granite_speech_nar.InvalidAudioError` (a ``ValueError``), so one
     ``except InvalidAudioError`` catches every per-input problem of a transcription job. The message starts
     with the file's path.
     """
@@ -62,14 +52,6 @@ def _import_soundfile():
             f"reading audio files needs the soundfile package ({err}); {_INSTALL_HINT}"
         ) from None
     return soundfile
-
-
-def _import_soxr():
-    try:
-        import soxr
-    except ImportError as err:
-        raise ImportError(f"resampling needs the soxr package ({err}); {_INSTALL_HINT}") from None
-    return soxr
 
 
 class AudioInfo:
@@ -133,77 +115,6 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     except (RuntimeError, TypeError, ValueError) as err:  # soundfile.LibsndfileError is a RuntimeError
         raise _unreadable(name, err) from None
     return AudioInfo(name, int(info.frames), int(info.samplerate), int(info.channels))
-
-
-def downmix(array: Any, channels_axis: int) -> Any:
-    """Average the channels of a 2-D waveform: ``(channels, samples)`` with ``channels_axis=0``,
-    ``(samples, channels)`` (what soundfile returns) with ``channels_axis=1``.
-
-    Works on numpy arrays (returns float32) and torch tensors (returns a float tensor on the same device;
-    float64 stays float64). int16 PCM is scaled to [-1, 1) first, as the feature extractor would. A 1-D
-    waveform is returned unchanged.
-    """
-    if channels_axis not in (0, 1, -1, -2):
-        raise ValueError(f"channels_axis must be 0 or 1 for a 2-D array, got {channels_axis}")
-    if isinstance(array, torch.Tensor):
-        if array.ndim == 1:
-            return array
-        if array.ndim != 2:
-            raise InvalidAudioError(f"downmix expects a 2-D waveform, got shape {tuple(array.shape)}")
-        if array.dtype == torch.int16:
-            array = array.float() / 32768.0
-        elif not array.dtype.is_floating_point:
-            raise InvalidAudioError(f"downmix: unsupported sample dtype {array.dtype}")
-        return array.mean(dim=channels_axis)
-    array = np.asarray(array)
-    if array.ndim == 1:
-        return array
-    if array.ndim != 2:
-        raise InvalidAudioError(f"downmix expects a 2-D waveform, got shape {array.shape}")
-    if array.dtype == np.int16:
-        array = array.astype(np.float32) / 32768.0
-    elif array.dtype.kind != "f":
-        raise InvalidAudioError(f"downmix: unsupported sample dtype {array.dtype}")
-    return array.mean(axis=channels_axis, dtype=np.float64).astype(np.float32)
-
-
-def to_mono(wave: Any, index: int | None = None) -> Any:
-    """A 1-D waveform as is; a 2-D ``(channels, samples)`` waveform downmixed with :func:`downmix`.
-
-    A 2-D array is accepted only in the ``(channels, samples)`` layout (at most :data:`MAX_CHANNELS`
-    channels, fewer channels than samples). Anything else, in particular ``(samples, channels)``, raises
-    :class:`InvalidAudioError` saying how to fix it, rather than silently averaging the wrong axis.
-    Non-array inputs are returned unchanged (the feature extractor's validation reports them).
-    """
-    shape = tuple(wave.shape) if isinstance(wave, (np.ndarray, torch.Tensor)) else None
-    if shape is None or len(shape) != 2:
-        return wave
-    where = "audio" if index is None else f"audio[{index}]"
-    channels, samples = shape
-    if channels <= MAX_CHANNELS and channels < samples:
-        return downmix(wave, channels_axis=0)
-    if samples <= MAX_CHANNELS and samples < channels:
-        hint = (
-            "it looks like (samples, channels); transpose it or call "
-            "granite_nar.audio.downmix(wave, channels_axis=1)"
-        )
-    else:
-        hint = "pass one 1-D waveform per utterance"
-    raise InvalidAudioError(
-        f"{where}: a 2-D waveform must be (channels, samples) with at most {MAX_CHANNELS} channels; "
-        f"got shape {shape}: {hint}"
-    )
-
-
-def resample_waveform(wave: np.ndarray, orig_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Resample a 1-D float waveform with soxr's high-quality preset; returns float32."""
-    wave = np.asarray(wave, dtype=np.float32)
-    if orig_rate == target_rate:
-        return wave
-    if orig_rate <= 0 or target_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
-    soxr = _import_soxr()
-    return np.ascontiguousarray(soxr.resample(wave, orig_rate, target_rate, quality=RESAMPLE_QUALITY))
 
 
 def load_audio(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .configuration import GraniteSpeechNarProjectorConfig
+from .configuration_granite_speech_nar import GraniteSpeechNarProjectorConfig
 
 __all__ = ["GraniteSpeechNarProjector"]
 

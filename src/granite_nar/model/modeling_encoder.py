@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .configuration import GraniteSpeechNarEncoderConfig
+from .configuration_granite_speech_nar import GraniteSpeechNarEncoderConfig
 
 __all__ = [
     "GraniteSpeechNarEncoder",

@@ -30,7 +30,7 @@ from transformers.models.granite.modeling_granite import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration import GraniteSpeechNarTextConfig
+from .configuration_granite_speech_nar import GraniteSpeechNarTextConfig
 
 __all__ = ["GraniteSpeechNarTextModel", "PackedSequences"]
 

@@ -9,7 +9,7 @@ provides its own small :class:`~transformers.Pipeline` subclass, which the stand
 asked to::
 
     from transformers import pipeline
-    from granite_nar.pipeline import GraniteSpeechNarPipeline
+    from granite_nar.transcription.pipeline import GraniteSpeechNarPipeline
 
     asr = pipeline("automatic-speech-recognition", model=folder, pipeline_class=GraniteSpeechNarPipeline)
     asr("speech.wav")  # {"text": "..."}
@@ -20,16 +20,12 @@ for every other model in the process.
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import Pipeline
 
-from .audio import decode_audio, load_audio, resample_waveform, to_mono
-from .feature_extraction import InvalidAudioError, validate_waveform
+from ..audio.inputs import prepare_waveform
 
 __all__ = ["GraniteSpeechNarPipeline"]
 
@@ -68,29 +64,9 @@ class GraniteSpeechNarPipeline(Pipeline):
 
     def preprocess(self, inputs: Any) -> dict[str, torch.Tensor]:
         rate = self.feature_extractor.sampling_rate
-        if isinstance(inputs, (str, os.PathLike)):
-            wave = load_audio(inputs, sampling_rate=rate)
-        elif isinstance(inputs, (bytes, bytearray)):
-            wave = decode_audio(io.BytesIO(inputs), sampling_rate=rate, name="audio bytes")
-        elif isinstance(inputs, dict):
-            array = inputs.get("array", inputs.get("raw"))
-            if array is None or "sampling_rate" not in inputs:
-                raise InvalidAudioError(
-                    f"a dict input needs 'array' (or 'raw') and 'sampling_rate', got keys {sorted(inputs)}"
-                )
-            wave = validate_waveform(to_mono(array))
-            if int(inputs["sampling_rate"]) != rate:
-                wave = resample_waveform(wave.numpy(), int(inputs["sampling_rate"]), rate)
-        elif isinstance(inputs, (np.ndarray, torch.Tensor, list)):
-            wave = to_mono(inputs)
-        else:
-            raise InvalidAudioError(
-                f"expected a path, bytes, a waveform or a {{'array', 'sampling_rate'}} dict, got {type(inputs).__name__}"
-            )
+        wave = prepare_waveform(inputs, target_rate=rate)
         features = self.feature_extractor(wave, sampling_rate=rate)
-        return {
-            key: features[key] for key in ("input_features", "input_features_mask")
-        }  # (1, T, 160), (1, T)
+        return {key: features[key] for key in ("input_features", "input_features_mask")}  # (1, T, 160), (1, T)
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], num_editing_steps: int = 1) -> dict[str, Any]:
         features = model_inputs["input_features"].to(self.model.dtype)  # (B, T, 160), padded by the collator

@@ -1,0 +1,1 @@
+"""Transcription: the high-level ``transcribe`` API and the transformers pipeline class."""
