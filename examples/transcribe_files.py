@@ -1,28 +1,31 @@
 """Transcribe audio files with the Python API and report speed; bad files are listed, not fatal.
 
-python examples/transcribe_files.py --model MODEL_DIR FILE... [--batch-size 8] [--device cpu] [--drafts]
+python examples/transcribe_files.py [--model MODEL_DIR] FILE... [--batch-size 8] [--device cpu] [--drafts]
 
-Without --model a tiny RANDOM demo model is written to a temporary folder first (its transcripts are
-meaningless; it shows the plumbing). The same job from the shell is `granite-nar transcribe`.
+Without --model it uses the tiny model trained on synthetic speech that ships in examples/models/tiny-synth
+(it only knows the small grammar of that corpus). The same job from the shell is `granite-nar transcribe`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
 from granite_nar import load_model, transcribe
-from granite_nar.testing.demo import make_random_demo_model
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "tiny-synth"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
-    parser.add_argument("--model", help="model folder or Hub id (default: a random demo model)")
+    parser.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="model folder or Hub id (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--editing-steps", type=int, default=1)
@@ -30,25 +33,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     hf_logging.disable_progress_bar()  # keep stderr for our own report
 
-    with tempfile.TemporaryDirectory() as scratch:
-        if args.model is None:
-            args.model = str(make_random_demo_model(scratch))
-            print(
-                f"using a RANDOM demo model ({args.model}): the transcripts are meaningless", file=sys.stderr
-            )
-        # Load once; transcribe() would otherwise load the model on every call.
-        model, processor = load_model(args.model, device=args.device)
-        start = time.perf_counter()
-        results = transcribe(
-            args.files,
-            model=model,
-            processor=processor,
-            batch_size=args.batch_size,
-            num_editing_steps=args.editing_steps,
-            return_drafts=args.drafts,
-            on_error="skip",  # report bad files, transcribe the rest
-        )
-        seconds = time.perf_counter() - start
+    # Load once; transcribe() would otherwise load the model on every call.
+    model, processor = load_model(args.model, device=args.device)
+    start = time.perf_counter()
+    results = transcribe(
+        args.files,
+        model=model,
+        processor=processor,
+        batch_size=args.batch_size,
+        num_editing_steps=args.editing_steps,
+        return_drafts=args.drafts,
+        on_error="skip",  # report bad files, transcribe the rest
+    )
+    seconds = time.perf_counter() - start
 
     for result in results:
         if not result.ok:

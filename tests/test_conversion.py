@@ -48,7 +48,7 @@ def _assert_same_outputs(a, b, lengths=(40, 23), atol=0.0):
     feats, mask = _features(lengths, dtype=a.dtype)
     out_a = a.generate(feats, mask, return_dict_in_generate=True)
     out_b = b.generate(feats, mask, return_dict_in_generate=True)
-    assert [t.tolist() for t in out_a.encoder_sequences] == [t.tolist() for t in out_b.encoder_sequences]
+    assert [t.tolist() for t in out_a.draft_ids] == [t.tolist() for t in out_b.draft_ids]
     assert [t.tolist() for t in out_a.sequences] == [t.tolist() for t in out_b.sequences]
     for x, y in zip(out_a.logits, out_b.logits, strict=True):
         torch.testing.assert_close(x, y, atol=atol, rtol=0)

@@ -77,7 +77,7 @@ def test_no_loss_without_labels_and_no_encoder_logits_kept():
     model = tiny_model(seed=0)
     feats, mask = random_features(LENGTHS, seed=4)
     out = model(feats, mask)
-    assert out.loss is None and out.encoder_logits is None
+    assert out.loss is None and out.bpe_logits is None
 
 
 def _grads(model, **loss_weights):
@@ -115,7 +115,7 @@ def test_encoder_ctc_loss_alone_reaches_only_the_encoder_side():
     labels, lengths = _labels()
     out = model(feats, mask, labels=labels, label_lengths=lengths, output_bpe_logits=True)
     loss = ctc_loss_from_flat_logits(
-        out.encoder_logits, out.encoder_lengths.tolist(), labels.clamp_min(0), lengths, BLANK
+        out.bpe_logits, out.bpe_lengths.tolist(), labels.clamp_min(0), lengths, BLANK
     )
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}

@@ -22,7 +22,7 @@ def test_batch_equals_single(model):
     batched = model.generate(feats, mask, num_editing_steps=2, return_dict_in_generate=True)
     for b in range(len(LENGTHS)):
         alone = model.generate(single(feats, mask, b), num_editing_steps=2, return_dict_in_generate=True)
-        assert batched.encoder_sequences[b].tolist() == alone.encoder_sequences[0].tolist()
+        assert batched.draft_ids[b].tolist() == alone.draft_ids[0].tolist()
         assert batched.sequences[b].tolist() == alone.sequences[0].tolist()
         torch.testing.assert_close(batched.logits[b], alone.logits[0], atol=2e-5, rtol=1e-5)
 
@@ -48,9 +48,9 @@ def test_lengths_follow_frame_arithmetic(model):
     feats, mask = random_features(LENGTHS, seed=4)
     audio = model.model.encode_audio(feats, mask, output_bpe_logits=True)
     frames = torch.tensor(LENGTHS)
-    assert audio.audio_lengths.tolist() == [num_audio_tokens(t) for t in LENGTHS]
-    assert audio.bpe_lengths.tolist() == [num_bpe_windows(t) for t in LENGTHS]
-    assert audio.bpe_logits.shape[0] == int(num_bpe_windows(frames).sum())
+    assert audio.audio_lengths.tolist() == [num_audio_tokens(t, 5) for t in LENGTHS]
+    assert audio.bpe_lengths.tolist() == [num_bpe_windows(t, 4) for t in LENGTHS]
+    assert audio.bpe_logits.shape[0] == int(num_bpe_windows(frames, 4).sum())
     out = model(feats, mask)
     drafts = [len(d) for d in out.draft_ids]
     assert out.seq_lengths.tolist() == [max(2 * n + 1, 8) for n in drafts]
@@ -75,7 +75,7 @@ def test_editor_is_bidirectional_and_utterances_are_isolated(model):
 
     def slot_logits(token_ids):
         out = model.model.edit(audio.audio_embeds, audio.audio_lengths, token_ids)
-        return model._slot_logits(out.last_hidden_state)[0].split(out.seq_lengths.tolist())
+        return model.slot_logits(out.last_hidden_state)[0].split(out.seq_lengths.tolist())
 
     with torch.no_grad():
         base = slot_logits(drafts)
@@ -100,7 +100,7 @@ def test_packed_attention_never_builds_a_dense_mask(model, monkeypatch):
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
     feats, mask = random_features(LENGTHS, seed=8)
     out = model.generate(feats, mask, return_dict_in_generate=True)
-    audio_lengths = [num_audio_tokens(t) for t in LENGTHS]
+    audio_lengths = [num_audio_tokens(t, 5) for t in LENGTHS]
     longest = max(a + s for a, s in zip(audio_lengths, out.seq_lengths.tolist(), strict=True))
     assert seen and all(m is None and q == k <= longest for q, k, m in seen)
 
@@ -134,7 +134,7 @@ def test_two_editing_steps_run_the_encoder_once(model):
 def test_zero_editing_steps_returns_the_draft(model):
     feats, mask = random_features(LENGTHS, seed=10)
     out = model.generate(feats, mask, num_editing_steps=0, return_dict_in_generate=True)
-    assert [s.tolist() for s in out.sequences] == [s.tolist() for s in out.encoder_sequences]
+    assert [s.tolist() for s in out.sequences] == [s.tolist() for s in out.draft_ids]
 
 
 def test_precomputed_audio_path_matches_features_path(model):
@@ -158,7 +158,7 @@ def test_min_edit_sequence_length_is_a_config_field():
     for minimum, expected in [(8, 8), (1, None)]:
         model = tiny_model(seed=0, min_edit_sequence_length=minimum)
         out = model.generate(feats, mask, return_dict_in_generate=True)
-        n = len(out.encoder_sequences[0])
+        n = len(out.draft_ids[0])
         assert out.seq_lengths.item() == (max(2 * n + 1, 8) if expected else 2 * n + 1)
 
 

@@ -64,13 +64,13 @@ def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
         batch["input_features"], batch["input_features_mask"], output_bpe_logits=True
     )
     frames = [num_encoder_frames(n) for n in LENGTHS]
-    assert encoded.audio_lengths.tolist() == [num_audio_tokens(t) for t in frames]
-    assert encoded.bpe_lengths.tolist() == [num_bpe_windows(t) for t in frames]
+    assert encoded.audio_lengths.tolist() == [num_audio_tokens(t, 5) for t in frames]
+    assert encoded.bpe_lengths.tolist() == [num_bpe_windows(t, 4) for t in frames]
 
     batched = model.generate(**batch, num_editing_steps=2, return_dict_in_generate=True)
     for b, wave in enumerate(audio):
         alone = model.generate(**processor(wave), num_editing_steps=2, return_dict_in_generate=True)
-        assert batched.encoder_sequences[b].tolist() == alone.encoder_sequences[0].tolist()
+        assert batched.draft_ids[b].tolist() == alone.draft_ids[0].tolist()
         assert batched.sequences[b].tolist() == alone.sequences[0].tolist()
         torch.testing.assert_close(batched.logits[b], alone.logits[0], atol=2e-5, rtol=1e-5)
 

@@ -30,7 +30,7 @@ def test_each_case_alone(model, i):
     assert feats.shape[1] == EXPECTED["lengths"][i]
     one = model.generate(feats, num_editing_steps=1, return_dict_in_generate=True)
     two = model.generate(feats, num_editing_steps=2, return_dict_in_generate=True)
-    assert one.encoder_sequences[0].tolist() == EXPECTED["draft_ids"][i]
+    assert one.draft_ids[0].tolist() == EXPECTED["draft_ids"][i]
     assert one.sequences[0].tolist() == EXPECTED["edited_ids"][i]
     assert two.sequences[0].tolist() == EXPECTED["edited_ids_2_steps"][i]
     torch.testing.assert_close(one.logits[0], CASES[f"logits.{i}"], atol=1e-5, rtol=0)
@@ -44,7 +44,7 @@ def test_all_cases_in_one_padded_batch(model):
     mask = torch.arange(batch.shape[1])[None] < torch.tensor([f.shape[0] for f in feats])[:, None]
     one = model.generate(batch, mask, num_editing_steps=1, return_dict_in_generate=True)
     two = model.generate(batch, mask, num_editing_steps=2, return_dict_in_generate=True)
-    assert _ids(one.encoder_sequences) == EXPECTED["draft_ids"]
+    assert _ids(one.draft_ids) == EXPECTED["draft_ids"]
     assert _ids(one.sequences) == EXPECTED["edited_ids"]
     assert _ids(two.sequences) == EXPECTED["edited_ids_2_steps"]
     for i in range(NUM_CASES):

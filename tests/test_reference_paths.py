@@ -73,7 +73,7 @@ def test_projector_window_folding_matches_reference():
         windows = reference_windows(hidden, projector.config.window_size)
         alone = torch.cat([projector.qformer(w[None])[0] for w in windows])
         torch.testing.assert_close(fast[b, : alone.shape[0]], alone, atol=1e-10, rtol=0)
-        assert alone.shape[0] == num_projector_tokens(n) == -(n // -15) * 3
+        assert alone.shape[0] == num_projector_tokens(n, 15, 5) == -(n // -15) * 3
 
 
 def test_block_attention_matches_reference():

@@ -39,7 +39,7 @@ def _transcribe(model, processor, names):
         return_dict_in_generate=True,
     )
     decode = processor.tokenizer.batch_decode
-    steps = [out.encoder_sequences, *out.step_sequences]
+    steps = [out.draft_ids, *out.step_sequences]
     return [decode([s.tolist() for s in seqs], skip_special_tokens=True) for seqs in steps]
 
 

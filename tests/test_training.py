@@ -167,7 +167,7 @@ def test_bad_manifest_rows_are_counted_and_skipped(tmp_path, tokenizer):
 def test_ctc_fit_rule_counts_repeats():
     assert ctc_symbols_needed([1, 2, 3]) == 3
     assert ctc_symbols_needed([1, 1, 2, 2, 2]) == 8  # three blanks separate the repeats
-    assert num_bpe_windows(num_encoder_frames(16000)) == 13  # 1 s = 50 frames = 13 windows of 80 ms
+    assert num_bpe_windows(num_encoder_frames(16000), 4) == 13  # 1 s = 50 frames = 13 windows of 80 ms
 
 
 # -- collator ------------------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def test_overfitting_one_batch_learns_the_targets():
         history.append(losses.ctc_loss.item())
     assert history[-1] < 0.05 * history[0]
     out = model.eval().generate(feats, mask, num_editing_steps=2, return_dict_in_generate=True)
-    assert [s.tolist() for s in out.encoder_sequences] == [[3, 9, 4, 12], [21, 5, 8]]
+    assert [s.tolist() for s in out.draft_ids] == [[3, 9, 4, 12], [21, 5, 8]]
     assert [s.tolist() for s in out.sequences] == [[3, 9, 4, 12], [21, 5, 8]]
 
 

@@ -37,7 +37,7 @@ def reference(loaded, wave, steps=1):
     """The transcript and draft of one waveform through processor and generate directly."""
     model, processor = loaded
     out = model.generate(**processor(wave), num_editing_steps=steps, return_dict_in_generate=True)
-    return processor.decode(out.sequences[0]), processor.decode(out.encoder_sequences[0])
+    return processor.decode(out.sequences[0]), processor.decode(out.draft_ids[0])
 
 
 def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech, monkeypatch):

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
+from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from .loading import load_original_checkpoint, resolve_checkpoint_folder
 from .original_layout import (
     DROPPED_IDENTITY_NORMS,
@@ -191,7 +193,7 @@ def convert_checkpoint(
     dropped_norms = sorted(name for name in inventory if DROPPED_IDENTITY_NORMS.match(name))
     has_head = "language_model.lm_head.weight" in inventory
 
-    model = load_original_checkpoint(source, dtype=target, attn_implementation="sdpa")  # the direct path
+    model = load_original_checkpoint(source, GraniteSpeechNarForCTC, dtype=target, attn_implementation="sdpa")  # the direct path
     times["load"] = time.perf_counter() - start
 
     partial = output.with_name(f".{output.name}.partial")
@@ -283,7 +285,6 @@ def _tensor_inventory(folder: Path) -> dict[str, tuple[list[int], str]]:
 
 def _write_processor_files(source: Path, output: Path) -> tuple[list[str], list[str]]:
     """Feature-extractor config in native names, tokenizer files copied without ``auto_map``."""
-    from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 
     written = []
     preprocessor = source / "preprocessor_config.json"
@@ -321,7 +322,6 @@ def _write_processor_files(source: Path, output: Path) -> tuple[list[str], list[
 
 def _reload(folder: Path, dtype: torch.dtype):
     """Load the written folder through the native path, refusing anything but an exact match of names."""
-    from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 
     converted, info = GraniteSpeechNarForCTC.from_pretrained(
         folder, dtype=dtype, attn_implementation="sdpa", output_loading_info=True

@@ -133,9 +133,16 @@ def checkpoint_dtype(state_dict: dict[str, torch.Tensor]) -> torch.dtype:
 
 
 def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu"):
-    """Build ``model_cls(config)`` on the meta device and assign ``state_dict`` with a strict check."""
+    """Build ``model_cls(config)`` on the meta device and assign ``state_dict`` with a strict check.
+
+    ``state_dict`` holds native names of the full model (``model.*``); for a base model class, which has
+    no ``model.`` prefix, the prefix is removed.
+    """
     with torch.device("meta"):
         model = model_cls(config)
+    prefix = f"{model.base_model_prefix}."
+    if not any(key.startswith(prefix) for key in model.state_dict()):
+        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
     tied = {"lm_head.weight"} if hasattr(model, "lm_head") else set()
     check_state_dict(model, state_dict, tied)
     model.load_state_dict(state_dict, strict=False, assign=True)
@@ -148,22 +155,42 @@ def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu
     return model.eval()
 
 
-def load_original_checkpoint(
-    folder: str | Path, model_cls=None, dtype=None, device="cpu", attn_implementation=None
-):
-    """Load a folder in the original remote-code layout into a native model, without remote code."""
-    from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
-    from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
-
+def load_original_checkpoint(folder: str | Path, model_cls, dtype=None, device="cpu", attn_implementation=None):
+    """Load a folder in the original remote-code layout into ``model_cls`` (a native class), without remote code."""
     folder = Path(folder)
-    model_cls = model_cls or GraniteSpeechNarForCTC
-    config = GraniteSpeechNarConfig(**convert_config_dict(read_config(folder)))
+    config = model_cls.config_class(**convert_config_dict(read_config(folder)))
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
         config.text_config._attn_implementation = attn_implementation
     state_dict = convert_state_dict(read_safetensors(folder))
     if dtype is None:  # "auto": keep the checkpoint's dtype, one dtype for the whole model
         dtype = checkpoint_dtype(state_dict)
-    if model_cls is not GraniteSpeechNarForCTC:  # the base model has no "model." prefix
-        state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
     return build_from_state_dict(model_cls, config, state_dict, dtype=dtype, device=device)
+
+
+def load_original_if_original(model_cls, name_or_path, kwargs: dict):
+    """``model_cls`` loaded from ``name_or_path`` if that is an original-layout checkpoint, else ``None``.
+
+    The one seam between ``from_pretrained`` and the original layout: native checkpoints go on to
+    transformers' own loader, which must never see an original one (it would leave every weight randomly
+    initialised).
+    """
+    hub_kwargs = {k: kwargs.get(k) for k in ("revision", "cache_dir", "local_files_only", "token")}
+    try:
+        folder = resolve_checkpoint_folder(name_or_path, **hub_kwargs)
+    except Exception:
+        # transformers may still find the config (e.g. a short commit hash in the cache).
+        folder = resolve_config_folder(name_or_path, **hub_kwargs)
+    if folder is None or not is_original_checkpoint(folder):
+        return None
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    device_map = kwargs.get("device_map")
+    return load_original_checkpoint(
+        folder,
+        model_cls=model_cls,
+        dtype=None if dtype == "auto" else dtype,
+        device=device_map if isinstance(device_map, (str, torch.device)) else "cpu",
+        attn_implementation=kwargs.get("attn_implementation"),
+    )

@@ -1,15 +1,21 @@
-"""CTC helpers: greedy collapse, insertion slots and the three training losses (SPEC §4, §5).
+"""CTC helpers: greedy collapse, insertion slots and the training losses (SPEC §4, §5).
 
 All functions work on flat (packed) tensors plus per-utterance lengths, the layout the model uses.
 Slow per-utterance versions live in :mod:`granite_nar.testing.reference` and check these in the tests.
+
+:func:`nar_losses` is the one place where the losses are weighted and summed: the model's ``forward``
+and the fine-tuning trainer both call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ..lengths import lengths_to_mask, num_slots
 
 __all__ = [
     "ctc_collapse",
@@ -19,6 +25,9 @@ __all__ = [
     "ctc_loss_from_flat_logits",
     "copy_loss",
     "check_labels",
+    "ctc_symbols_needed",
+    "NarLosses",
+    "nar_losses",
 ]
 
 
@@ -65,7 +74,7 @@ def insert_slots(tokens: torch.Tensor, blank: int, min_length: int = 1) -> torch
     With ``n = 0`` the result is ``max(1, min_length)`` blanks.
     """
     n = tokens.numel()
-    out = torch.full((max(2 * n + 1, min_length),), blank, dtype=torch.long, device=tokens.device)
+    out = torch.full((num_slots(n, min_length),), blank, dtype=torch.long, device=tokens.device)
     out[1 : 2 * n : 2] = tokens.reshape(-1)
     return out
 
@@ -76,6 +85,15 @@ def build_slots(
     """Insertion slots of a batch: the flat ``(ΣS,)`` slot ids and the per-utterance slot counts."""
     slots = [insert_slots(draft, blank, min_length) for draft in drafts]
     return torch.cat(slots), [s.numel() for s in slots]
+
+
+def ctc_symbols_needed(token_ids: Sequence[int]) -> int:
+    """CTC frames a label sequence needs: its length plus one blank between each pair of equal neighbours.
+
+    A CTC head with fewer frames than this cannot emit the sequence (its loss is infinite).
+    """
+    repeats = sum(1 for a, b in zip(token_ids, token_ids[1:], strict=False) if a == b)
+    return len(token_ids) + repeats
 
 
 def _pad_log_probs(flat_log_probs: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
@@ -150,7 +168,7 @@ def check_labels(
         raise ValueError(
             f"label_lengths must be ({batch},) with values <= {labels.shape[1]}, got {label_lengths.tolist()}."
         )
-    inside = torch.arange(labels.shape[1], device=labels.device)[None, :] < label_lengths[:, None]
+    inside = lengths_to_mask(label_lengths, labels.shape[1])
     valid = labels[inside]
     if bool((valid < 0).any()):
         raise ValueError("labels hold negative ids inside label_lengths (padding must come last).")
@@ -159,3 +177,88 @@ def check_labels(
     if blank is not None and bool((valid == blank).any()):
         raise ValueError(f"labels must not contain the blank id ({blank}): it cannot be a CTC target.")
     return labels.clamp_min(0).long(), label_lengths
+
+
+@dataclass
+class NarLosses:
+    """The total training loss and its weighted components (``None`` when not computed).
+
+    ``ctc_loss``: editing CTC over the slot logits; ``ce_loss``: the copy loss (cross-entropy of the slot
+    logits against the slots the editor was given); ``encoder_ctc_loss``: CTC of the encoder's BPE head;
+    ``char_ctc_loss``: CTC of the encoder's mid-layer character head (an optional extra, see
+    docs/training.md).
+    """
+
+    loss: torch.Tensor
+    ctc_loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    encoder_ctc_loss: torch.Tensor | None = None
+    char_ctc_loss: torch.Tensor | None = None
+
+    def components(self) -> dict[str, float]:
+        """The computed components as floats, for logging."""
+        names = ("ctc_loss", "ce_loss", "encoder_ctc_loss", "char_ctc_loss")
+        return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
+
+
+def nar_losses(
+    labels: torch.Tensor,
+    label_lengths: torch.Tensor,
+    blank: int,
+    *,
+    slot_logits: torch.Tensor | None = None,
+    slot_lengths: Sequence[int] | None = None,
+    slot_ids: torch.Tensor | None = None,
+    edit_loss_weight: float = 1.0,
+    ce_loss_lambda: float = 0.0,
+    bpe_logits: torch.Tensor | None = None,
+    bpe_lengths: Sequence[int] | None = None,
+    encoder_ctc_loss_lambda: float = 0.0,
+    char_logits: torch.Tensor | None = None,
+    char_lengths: Sequence[int] | None = None,
+    char_labels: torch.Tensor | None = None,
+    char_label_lengths: torch.Tensor | None = None,
+    char_ctc_loss_lambda: float = 0.0,
+) -> NarLosses:
+    """``L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc + λ_char · L_char`` (SPEC §5).
+
+    A term is computed only when its weight is positive (``w_edit`` needs ``slot_logits``); the
+    components are summed in that order.
+
+    Args:
+        labels, label_lengths: ``(B, S_max)`` reference ids (already checked, padding set to 0) and ``(B,)``.
+        blank: the CTC blank of the editor and the BPE head.
+        slot_logits, slot_lengths, slot_ids: ``(ΣS, V)`` editor logits at the slot rows, ``S_b``, and the
+            ``(ΣS,)`` slot ids the editor was given (for the copy loss).
+        bpe_logits, bpe_lengths: ``(Σ W_b, V)`` flat encoder BPE logits and ``W_b``.
+        char_logits, char_lengths, char_labels, char_label_lengths: ``(ΣT, C)`` flat mid-layer character
+            logits, ``T_b``, and ``(B, C_max)`` character targets (blank = index 0).
+    """
+    total = labels.new_zeros((), dtype=torch.float32)
+    out = NarLosses(loss=total)
+    if edit_loss_weight > 0:
+        if slot_logits is None:
+            raise ValueError("edit_loss_weight > 0 needs the editor's slot logits.")
+        out.ctc_loss = ctc_loss_from_flat_logits(slot_logits, slot_lengths, labels, label_lengths, blank)
+        total = out.ctc_loss if edit_loss_weight == 1 else edit_loss_weight * out.ctc_loss
+        if ce_loss_lambda > 0:
+            out.ce_loss = copy_loss(slot_logits, slot_ids)
+            total = total + ce_loss_lambda * out.ce_loss
+    if encoder_ctc_loss_lambda > 0:
+        if bpe_logits is None:
+            raise ValueError("encoder_ctc_loss_lambda > 0 needs the encoder's BPE logits.")
+        out.encoder_ctc_loss = ctc_loss_from_flat_logits(bpe_logits, bpe_lengths, labels, label_lengths, blank)
+        total = total + encoder_ctc_loss_lambda * out.encoder_ctc_loss
+    if char_ctc_loss_lambda > 0:
+        if char_logits is None or char_labels is None or char_label_lengths is None:
+            raise ValueError("char_ctc_loss_lambda > 0 needs char logits, char_labels and char_label_lengths.")
+        out.char_ctc_loss = ctc_loss_from_flat_logits(
+            char_logits,
+            char_lengths,
+            char_labels.clamp_min(0),
+            torch.as_tensor(char_label_lengths).long(),
+            blank=0,
+        )
+        total = total + char_ctc_loss_lambda * out.char_ctc_loss
+    out.loss = total
+    return out

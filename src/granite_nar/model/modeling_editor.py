@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_granite_speech_nar import GraniteSpeechNarTextConfig
 
-__all__ = ["GraniteSpeechNarTextModel", "PackedSequences"]
+__all__ = ["GraniteSpeechNarEditor", "PackedSequences"]
 
 
 @dataclass
@@ -133,12 +133,12 @@ class GraniteSpeechNarEditorLayer(GraniteDecoderLayer):
 
 
 @dataclass
-class GraniteSpeechNarTextModelOutput(ModelOutput):
+class GraniteSpeechNarEditorOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class GraniteSpeechNarTextModel(GranitePreTrainedModel):
+class GraniteSpeechNarEditor(GranitePreTrainedModel):
     """The editor: Granite decoder stack run without a causal mask on packed utterances.
 
     Tensor names match ``GraniteModel`` (``embed_tokens``, ``layers.N.*``, ``norm``) so the weights of a
@@ -165,7 +165,7 @@ class GraniteSpeechNarTextModel(GranitePreTrainedModel):
         inputs_embeds: torch.Tensor,
         packed: PackedSequences | None = None,
         output_hidden_states: bool = False,
-    ) -> GraniteSpeechNarTextModelOutput:
+    ) -> GraniteSpeechNarEditorOutput:
         """Args:
         inputs_embeds: ``(1, ΣL, D)`` packed rows (audio embeddings and slot token embeddings); they
             are multiplied by ``embedding_multiplier`` here, on every row (SPEC §3.3).
@@ -188,6 +188,6 @@ class GraniteSpeechNarTextModel(GranitePreTrainedModel):
             if output_hidden_states:
                 all_hidden.append(hidden_states)
         hidden_states = self.norm(hidden_states)
-        return GraniteSpeechNarTextModelOutput(
+        return GraniteSpeechNarEditorOutput(
             last_hidden_state=hidden_states, hidden_states=tuple(all_hidden) if output_hidden_states else None
         )

@@ -17,19 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ..lengths import num_bpe_windows
 from .configuration_granite_speech_nar import GraniteSpeechNarEncoderConfig
 
 __all__ = [
     "GraniteSpeechNarEncoder",
     "GraniteSpeechNarEncoderOutput",
-    "lengths_to_mask",
     "relative_distances",
 ]
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """``(B,)`` lengths → ``(B, max_length)`` bool mask, True on valid positions."""
-    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def relative_distances(context_size: int, max_pos_emb: int, device=None) -> torch.Tensor:
@@ -299,5 +294,5 @@ class GraniteSpeechNarEncoder(nn.Module):
         states = F.pad(states, (0, 0, 0, pad)).view(bsz, -1, window, dim)  # (B, nw, w, D)
         weights = importance / (importance.sum(dim=-1, keepdim=True) + 1e-8)
         pooled = (weights[..., None] * states).sum(dim=2).to(hidden_states.dtype)  # (B, nw, D)
-        pooled_lengths = -(frame_mask.sum(dim=1) // -window)
+        pooled_lengths = num_bpe_windows(frame_mask.sum(dim=1), window)
         return self.pred_dropout(pooled), pooled_lengths

@@ -25,8 +25,6 @@ the same tokens. (Packing would avoid the padding rows but has no standard KV-ca
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
@@ -35,15 +33,11 @@ from transformers import GenerationMixin, GraniteModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..lengths import lengths_from_mask, lengths_to_mask, num_audio_tokens, num_bpe_windows
 from .configuration_granite_speech_nar import GraniteSpeechNarConfig
 from .ctc import check_labels
-from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask
-from .modeling_granite_speech_nar import (
-    GraniteSpeechNarPreTrainedModel,
-    _as_lengths,
-    frame_lengths_of,
-    project_audio,
-)
+from .modeling_audio import GraniteSpeechAudioPreTrainedModel, check_input_features, project_audio
+from .modeling_encoder import GraniteSpeechNarEncoder
 from .modeling_projector import GraniteSpeechNarProjector
 
 __all__ = [
@@ -80,20 +74,15 @@ class GraniteSpeechArConfig(GraniteSpeechNarConfig):
         return ar_config
 
 
-class GraniteSpeechArPreTrainedModel(GraniteSpeechNarPreTrainedModel):
-    """Weight initialisation and buffer handling of the NAR model (same encoder and projector modules)."""
+class GraniteSpeechArPreTrainedModel(GraniteSpeechAudioPreTrainedModel):
+    """The audio side's initialisation and buffer handling; loads native AR checkpoints (``save_pretrained``
+    output). To start from NAR weights, load the NAR model and use
+    :meth:`GraniteSpeechArForConditionalGeneration.from_nar`."""
 
     config: GraniteSpeechArConfig
     config_class = GraniteSpeechArConfig
+    base_model_prefix = "model"
     _no_split_modules = ["GraniteSpeechNarConformerBlock", "GraniteDecoderLayer"]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load a native AR checkpoint (``save_pretrained`` output). To start from NAR weights, load the NAR
-        model and use :meth:`GraniteSpeechArForConditionalGeneration.from_nar`."""
-        return super(GraniteSpeechNarPreTrainedModel, cls).from_pretrained(
-            pretrained_model_name_or_path, *model_args, **kwargs
-        )
 
 
 class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, GenerationMixin):
@@ -186,10 +175,9 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
         Returns ``audio_embeds`` ``(B, A_max, D)`` (right-padded, divided by ``embedding_multiplier`` when
         ``scale_projected_embeddings``) and ``audio_lengths`` ``(B,)`` = ``T_b // downsample_rate``.
         """
-        frame_lengths = frame_lengths_of(self.config, input_features, input_features_mask)
-        short = (
-            (frame_lengths // self.config.projector_config.downsample_rate == 0).nonzero().flatten().tolist()
-        )
+        frame_lengths = check_input_features(self.config, input_features, input_features_mask)
+        audio_lengths = num_audio_tokens(frame_lengths, self.config.projector_config.downsample_rate)
+        short = (audio_lengths == 0).nonzero().flatten().tolist()
         if short:
             raise ValueError(f"utterances {short} are shorter than one audio token (100 ms).")
         enc = self.encoder(input_features, lengths_to_mask(frame_lengths, input_features.shape[1]))
@@ -398,10 +386,8 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
         if not any(kwargs.get(k) is not None for k in limits) and (
             generation_config is None or generation_config.max_new_tokens is None
         ):
-            frames = int(
-                _as_lengths(input_features_mask, *input_features.shape[:2], input_features.device).max()
-            )
-            kwargs["max_new_tokens"] = math.ceil(frames / self.config.encoder_config.pooling_window) + 1
+            frames = lengths_from_mask(input_features_mask, *input_features.shape[:2], input_features.device)
+            kwargs["max_new_tokens"] = int(num_bpe_windows(frames.max(), self.config.encoder_config.pooling_window)) + 1
         return super().generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -10,28 +10,22 @@ Data flow for a batch of ``B`` utterances::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
-from transformers.models.granite.modeling_granite import GraniteRotaryEmbedding
 from transformers.utils import ModelOutput
 
+from ..checkpoints.loading import load_original_if_original
+from ..lengths import lengths_to_mask
 from .configuration_granite_speech_nar import GraniteSpeechNarConfig
-from .ctc import (
-    build_slots,
-    check_labels,
-    copy_loss,
-    ctc_collapse,
-    ctc_greedy_decode,
-    ctc_loss_from_flat_logits,
-)
-from .modeling_editor import GraniteSpeechNarTextModel, PackedSequences
-from .modeling_encoder import GraniteSpeechNarEncoder, lengths_to_mask, relative_distances
-from .modeling_projector import GraniteSpeechNarProjector, GraniteSpeechNarQFormer
+from .ctc import build_slots, check_labels, ctc_collapse, ctc_greedy_decode, nar_losses
+from .modeling_audio import GraniteSpeechAudioPreTrainedModel, check_input_features, project_audio
+from .modeling_editor import GraniteSpeechNarEditor, PackedSequences
+from .modeling_encoder import GraniteSpeechNarEncoder
+from .modeling_projector import GraniteSpeechNarProjector
 
 __all__ = [
     "GraniteSpeechNarPreTrainedModel",
@@ -58,6 +52,8 @@ class GraniteSpeechNarAudioOutput(ModelOutput):
         draft_ids: list of ``B`` 1-D LongTensors, the greedy BPE-CTC hypotheses.
         bpe_logits: ``(Σ ceil(T_b/4), V)`` flat BPE logits, only when requested (or for the encoder loss).
         bpe_lengths: ``(B,)`` ``ceil(T_b / pooling_window)``.
+        frame_lengths: ``(B,)`` valid encoder frames ``T_b``.
+        char_logits: ``(B, T, output_dim)`` logits of the encoder's mid-layer character CTC head.
         encoder_hidden_states: encoder hidden states when requested.
     """
 
@@ -66,6 +62,8 @@ class GraniteSpeechNarAudioOutput(ModelOutput):
     draft_ids: list[torch.Tensor] | None = None
     bpe_logits: torch.Tensor | None = None
     bpe_lengths: torch.Tensor | None = None
+    frame_lengths: torch.Tensor | None = None
+    char_logits: torch.Tensor | None = None
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -100,12 +98,14 @@ class GraniteSpeechNarOutput(ModelOutput):
 
     Args:
         loss: ``ctc_loss + ce_loss_lambda * ce_loss + encoder_ctc_loss_lambda * encoder_ctc_loss``.
-        ctc_loss, ce_loss, encoder_ctc_loss: the components (``None`` when their weight is 0).
+        ctc_loss, ce_loss, encoder_ctc_loss: the components (``None`` when their weight is 0); ``ce_loss``
+            is the copy loss.
         logits: ``(1, ΣS, V)`` slot logits of all utterances, packed, divided by ``logits_scaling``.
         seq_lengths: ``(B,)`` slot rows per utterance.
         inserted_ctc_token_ids: ``(ΣS,)`` the slot ids the editor saw.
         draft_ids: the BPE-CTC drafts.
-        encoder_logits: flat BPE logits when requested, ``(Σ ceil(T_b/4), V)``; ``encoder_lengths`` per utterance.
+        bpe_logits: flat BPE logits when requested, ``(Σ ceil(T_b/4), V)``; ``bpe_lengths`` per utterance.
+            (``encoder_logits`` / ``encoder_lengths`` are deprecated aliases.)
     """
 
     loss: torch.Tensor | None = None
@@ -116,9 +116,21 @@ class GraniteSpeechNarOutput(ModelOutput):
     seq_lengths: torch.Tensor | None = None
     inserted_ctc_token_ids: torch.Tensor | None = None
     draft_ids: list[torch.Tensor] | None = None
-    encoder_logits: torch.Tensor | None = None
-    encoder_lengths: torch.Tensor | None = None
+    bpe_logits: torch.Tensor | None = None
+    bpe_lengths: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+
+    @property
+    def encoder_logits(self) -> torch.Tensor | None:
+        """Deprecated name of :attr:`bpe_logits`."""
+        _renamed("encoder_logits", "bpe_logits")
+        return self.bpe_logits
+
+    @property
+    def encoder_lengths(self) -> torch.Tensor | None:
+        """Deprecated name of :attr:`bpe_lengths`."""
+        _renamed("encoder_lengths", "bpe_lengths")
+        return self.bpe_lengths
 
 
 @dataclass
@@ -127,57 +139,35 @@ class GraniteSpeechNarGenerateOutput(ModelOutput):
 
     Args:
         sequences: list of ``B`` 1-D LongTensors, the edited transcripts after the last step.
-        encoder_sequences: list of ``B`` 1-D LongTensors, the BPE-CTC drafts.
+        draft_ids: list of ``B`` 1-D LongTensors, the BPE-CTC drafts (``encoder_sequences`` is a
+            deprecated alias).
         logits: list of ``B`` ``(S_b, V)`` slot logits of the last step (divided by ``logits_scaling``).
         seq_lengths: ``(B,)`` slot rows per utterance in the last step.
         step_sequences: the transcripts after each editing step (``num_editing_steps`` lists).
     """
 
     sequences: list[torch.Tensor] | None = None
-    encoder_sequences: list[torch.Tensor] | None = None
+    draft_ids: list[torch.Tensor] | None = None
     logits: list[torch.Tensor] | None = None
     seq_lengths: torch.Tensor | None = None
     step_sequences: list[list[torch.Tensor]] | None = None
 
+    @property
+    def encoder_sequences(self) -> list[torch.Tensor] | None:
+        """Deprecated name of :attr:`draft_ids`."""
+        _renamed("encoder_sequences", "draft_ids")
+        return self.draft_ids
 
-class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"`{old}` is deprecated; use `{new}`.", FutureWarning, stacklevel=3)
+
+
+class GraniteSpeechNarPreTrainedModel(GraniteSpeechAudioPreTrainedModel):
     config: GraniteSpeechNarConfig
     config_class = GraniteSpeechNarConfig
     base_model_prefix = "model"
-    main_input_name = "input_features"
-    input_modalities = ("audio", "text")
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_attention_backend = True
     _no_split_modules = ["GraniteSpeechNarConformerBlock", "GraniteSpeechNarEditorLayer"]
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module):
-        super()._init_weights(module)
-        std = self.config.initializer_range
-        if isinstance(module, GraniteSpeechNarEncoder):
-            init.copy_(
-                module.attention_dists,
-                relative_distances(module.config.context_size, module.config.max_pos_emb),
-            )
-        elif isinstance(module, GraniteSpeechNarQFormer):
-            init.normal_(module.queries, mean=0.0, std=std)
-            init.normal_(module.pos_emb, mean=0.0, std=std)
-
-    def materialize_buffers(self, device: torch.device | str = "cpu") -> None:
-        """Recompute the non-persistent buffers (relative distances, RoPE frequencies) on ``device``.
-
-        Needed after building on the ``meta`` device and assigning a state dict, which holds no buffers.
-        """
-        for module in self.modules():
-            if isinstance(module, GraniteSpeechNarEncoder):
-                cfg = module.config
-                module.attention_dists = relative_distances(cfg.context_size, cfg.max_pos_emb, device=device)
-            elif isinstance(module, GraniteRotaryEmbedding):
-                inv_freq, module.attention_scaling = module.compute_default_rope_parameters(module.config)
-                module.inv_freq = inv_freq.to(device)
-                module.original_inv_freq = inv_freq.clone().to(device)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -187,78 +177,10 @@ class GraniteSpeechNarPreTrainedModel(PreTrainedModel):
         its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …)
         and loaded without ``trust_remote_code``.
         """
-        from ..checkpoints.loading import (
-            is_original_checkpoint,
-            load_original_checkpoint,
-            resolve_checkpoint_folder,
-            resolve_config_folder,
-        )
-
-        hub_kwargs = {k: kwargs.get(k) for k in ("revision", "cache_dir", "local_files_only", "token")}
-        try:
-            folder = resolve_checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs)
-        except Exception:
-            # transformers may still find the config (e.g. a short commit hash in the cache); an original one
-            # must never reach the native loader, which would leave every weight randomly initialised.
-            folder = resolve_config_folder(pretrained_model_name_or_path, **hub_kwargs)
-        if folder is not None and is_original_checkpoint(folder):
-            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-            if isinstance(dtype, str) and dtype != "auto":
-                dtype = getattr(torch, dtype)
-            return load_original_checkpoint(
-                folder,
-                model_cls=cls,
-                dtype=None if dtype == "auto" else dtype,
-                device=kwargs.get("device_map")
-                if isinstance(kwargs.get("device_map"), (str, torch.device))
-                else "cpu",
-                attn_implementation=kwargs.get("attn_implementation"),
-            )
+        model = load_original_if_original(cls, pretrained_model_name_or_path, kwargs)
+        if model is not None:
+            return model
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-
-
-def frame_lengths_of(
-    config: GraniteSpeechNarConfig, input_features: torch.Tensor, input_features_mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Check ``(B, T, input_dim)`` features and their right-padding mask; return ``(B,)`` frame counts."""
-    if input_features.dim() != 3 or input_features.shape[-1] != config.encoder_config.input_dim:
-        raise ValueError(
-            f"input_features must be (batch, frames, {config.encoder_config.input_dim}), "
-            f"got {tuple(input_features.shape)}."
-        )
-    bsz, frames, _ = input_features.shape
-    frame_lengths = _as_lengths(input_features_mask, bsz, frames, input_features.device)
-    if bool((frame_lengths == 0).any()):
-        empty = (frame_lengths == 0).nonzero().flatten().tolist()
-        raise ValueError(f"utterances {empty} have no valid encoder frame (audio shorter than 20 ms).")
-    return frame_lengths
-
-
-def project_audio(
-    projector: GraniteSpeechNarProjector,
-    config: GraniteSpeechNarConfig,
-    projector_input: torch.Tensor,
-    frame_lengths: torch.Tensor,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projector → ``/ embedding_multiplier`` → the first ``T_b // 5`` tokens: ``(B, A_max, D)``, ``(B,)``."""
-    frame_mask = lengths_to_mask(frame_lengths, projector_input.shape[1])
-    audio_embeds = projector(projector_input, frame_mask)  # (B, ceil(T/15)*3, D)
-    if config.scale_projected_embeddings:
-        audio_embeds = audio_embeds / config.text_config.embedding_multiplier
-    audio_lengths = frame_lengths // config.projector_config.downsample_rate
-    return audio_embeds[:, : int(audio_lengths.max())].to(dtype), audio_lengths
-
-
-def _as_lengths(mask: torch.Tensor | None, batch: int, frames: int, device) -> torch.Tensor:
-    if mask is None:
-        return torch.full((batch,), frames, dtype=torch.long, device=device)
-    if mask.shape != (batch, frames):
-        raise ValueError(f"input_features_mask has shape {tuple(mask.shape)}, expected ({batch}, {frames}).")
-    lengths = mask.long().sum(dim=1)
-    if not torch.equal(mask.bool(), lengths_to_mask(lengths, frames)):
-        raise ValueError("input_features_mask must be a right-padding mask (True then False in every row).")
-    return lengths
 
 
 class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
@@ -269,7 +191,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
         self.encoder = GraniteSpeechNarEncoder(config.encoder_config)
         self.projector = GraniteSpeechNarProjector(config.projector_config, config.encoder_config.hidden_dim)
         self.out_bpe = nn.Linear(config.encoder_config.hidden_dim, config.encoder_config.vocabulary_size)
-        self.language_model = GraniteSpeechNarTextModel(config.text_config)
+        self.language_model = GraniteSpeechNarEditor(config.text_config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -294,7 +216,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             output_bpe_logits: keep the flat ``(Σ ceil(T_b/4), V)`` BPE logits; otherwise only their
                 argmax is computed, chunk by chunk, so they never exist for the whole batch.
         """
-        frame_lengths = frame_lengths_of(self.config, input_features, input_features_mask)
+        frame_lengths = check_input_features(self.config, input_features, input_features_mask)
         frame_mask = lengths_to_mask(frame_lengths, input_features.shape[1])
 
         enc = self.encoder(input_features, frame_mask, output_hidden_states=output_hidden_states)
@@ -323,6 +245,8 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             draft_ids=draft_ids,
             bpe_logits=bpe_logits,
             bpe_lengths=bpe_lengths,
+            frame_lengths=frame_lengths,
+            char_logits=enc.char_logits,
             encoder_hidden_states=enc.hidden_states,
         )
 
@@ -455,7 +379,8 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear):
         self.lm_head = value
 
-    def _slot_logits(self, states: torch.Tensor) -> torch.Tensor:
+    def slot_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Editor states at the slot rows → logits: the tied ``lm_head``, then ``/ logits_scaling``."""
         return self.lm_head(states) / self.config.text_config.logits_scaling
 
     def forward(
@@ -497,36 +422,38 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             output_bpe_logits=output_bpe_logits or want_encoder_loss,
             output_hidden_states=output_hidden_states,
         )
-        logits = self._slot_logits(out.last_hidden_state)  # (1, ΣS, V)
+        logits = self.slot_logits(out.last_hidden_state)  # (1, ΣS, V)
         seq_lengths = out.seq_lengths.tolist()
 
-        loss = ctc = ce = enc_ctc = None
+        losses = None
         if labels is not None:
             labels, label_lengths = check_labels(
                 labels, label_lengths, len(seq_lengths), cfg.text_config.vocab_size, blank=cfg.blank_token_id
             )
-            ctc = ctc_loss_from_flat_logits(logits[0], seq_lengths, labels, label_lengths, cfg.blank_token_id)
-            loss = ctc
-            if cfg.ce_loss_lambda > 0:
-                ce = copy_loss(logits[0], out.inserted_ctc_token_ids)
-                loss = loss + cfg.ce_loss_lambda * ce
-            if want_encoder_loss:
-                enc_ctc = ctc_loss_from_flat_logits(
-                    out.bpe_logits, out.bpe_lengths.tolist(), labels, label_lengths, cfg.blank_token_id
-                )
-                loss = loss + cfg.encoder_ctc_loss_lambda * enc_ctc
+            losses = nar_losses(
+                labels,
+                label_lengths,
+                cfg.blank_token_id,
+                slot_logits=logits[0],
+                slot_lengths=seq_lengths,
+                slot_ids=out.inserted_ctc_token_ids,
+                ce_loss_lambda=cfg.ce_loss_lambda,
+                bpe_logits=out.bpe_logits,
+                bpe_lengths=out.bpe_lengths,
+                encoder_ctc_loss_lambda=cfg.encoder_ctc_loss_lambda,
+            )
 
         return GraniteSpeechNarOutput(
-            loss=loss,
-            ctc_loss=ctc,
-            ce_loss=ce,
-            encoder_ctc_loss=enc_ctc,
+            loss=None if losses is None else losses.loss,
+            ctc_loss=None if losses is None else losses.ctc_loss,
+            ce_loss=None if losses is None else losses.ce_loss,
+            encoder_ctc_loss=None if losses is None else losses.encoder_ctc_loss,
             logits=logits,
             seq_lengths=out.seq_lengths,
             inserted_ctc_token_ids=out.inserted_ctc_token_ids,
             draft_ids=out.draft_ids,
-            encoder_logits=out.bpe_logits if (output_bpe_logits or want_encoder_loss) else None,
-            encoder_lengths=out.bpe_lengths,
+            bpe_logits=out.bpe_logits if (output_bpe_logits or want_encoder_loss) else None,
+            bpe_lengths=out.bpe_lengths,
             hidden_states=out.hidden_states,
         )
 
@@ -575,7 +502,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         logits_list, seq_lengths = None, None
         for _ in range(num_editing_steps):
             out = self.model.edit(audio_embeds, audio_lengths, hypotheses)
-            logits = self._slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
+            logits = self.slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
             seq_lengths = out.seq_lengths
             hypotheses = ctc_greedy_decode(logits, seq_lengths.tolist(), self.config.blank_token_id)
             logits_list = list(logits.split(seq_lengths.tolist()))
@@ -584,7 +511,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             return hypotheses
         return GraniteSpeechNarGenerateOutput(
             sequences=hypotheses,
-            encoder_sequences=drafts,
+            draft_ids=drafts,
             logits=logits_list,
             seq_lengths=seq_lengths,
             step_sequences=steps,

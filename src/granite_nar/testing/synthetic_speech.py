@@ -32,7 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from ..audio.waveform import resample_waveform
+from ..lengths import SAMPLING_RATE, num_bpe_windows, num_encoder_frames
+from ..model.ctc import ctc_symbols_needed
+
+SAMPLE_RATE = SAMPLING_RATE
+POOLING_WINDOW = 4  # the tiny models' encoder_config.pooling_window, as in the released model
 PAD_TOKEN = "<|pad|>"
 EOT_TOKEN = "<|end_of_text|>"
 UNK_TOKEN = "<unk>"
@@ -643,15 +648,12 @@ def _trim(wave: np.ndarray, threshold: float = 0.01) -> np.ndarray:
 def synthesize(text: str, params: RenderParams | None = None, *, espeak: str | None = None) -> np.ndarray:
     """Render ``text`` with espeak-ng: 16 kHz mono float32, silence trimmed then padded per ``params``,
     optional noise, peak normalised to ``params.peak``."""
-    import soxr
-
     params = params or RenderParams()
     wave, sr = _espeak_wave(text, params, find_espeak(espeak))
     wave = _trim(wave)
     if wave.size == 0 or not np.any(wave):
         raise RuntimeError(f"espeak-ng produced silence for {text!r} with {params}")
-    if sr != SAMPLE_RATE:
-        wave = soxr.resample(wave, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    wave = resample_waveform(wave, sr, SAMPLE_RATE)
     speech = wave
     lead = np.zeros(int(round(params.lead_silence * SAMPLE_RATE)), np.float32)
     trail = np.zeros(int(round(params.trail_silence * SAMPLE_RATE)), np.float32)
@@ -906,8 +908,6 @@ def make_corpus(
     tokenizer_seconds = time.perf_counter() - t1
     log(f"tokenizer: {len(tokenizer)} ids, round trip checked on {checked} sentences")
 
-    from ..lengths import num_bpe_windows, num_encoder_frames
-
     stats: dict[str, dict] = {}
     ctc_infeasible = 0
     max_tokens_per_sec = 0.0
@@ -917,9 +917,8 @@ def make_corpus(
         for r in rows[split]:
             ids = tokenizer(r["text"], add_special_tokens=False)["input_ids"]
             ntok.append(len(ids))
-            repeats = sum(a == b for a, b in zip(ids, ids[1:], strict=False))
-            windows = num_bpe_windows(num_encoder_frames(round(r["duration_sec"] * SAMPLE_RATE)))
-            ctc_infeasible += windows < len(ids) + repeats
+            windows = num_bpe_windows(num_encoder_frames(round(r["duration_sec"] * SAMPLE_RATE)), POOLING_WINDOW)
+            ctc_infeasible += windows < ctc_symbols_needed(ids)
             max_tokens_per_sec = max(max_tokens_per_sec, len(ids) / r["duration_sec"])
         stats[split] = {
             "utterances": len(durs),

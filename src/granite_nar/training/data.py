@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..lengths import SAMPLING_RATE, num_bpe_windows, num_encoder_frames
+from ..model.ctc import ctc_symbols_needed
 
 __all__ = [
     "ManifestRow",
@@ -76,7 +77,10 @@ class ManifestFilter:
         score_field: name of a per-row numeric field (e.g. ``"cer"`` of a previous model); rows without it
             are skipped when a score bound is set.
         min_score, max_score: bounds on ``score_field``.
-        check_ctc_fit: skip rows whose audio is too short for their transcript (needs a tokenizer).
+        check_ctc_fit: skip rows whose audio is too short for their transcript (needs a tokenizer): the
+            encoder's BPE CTC cannot emit more symbols than it has pooled windows.
+        pooling_window: encoder frames per BPE window for that check; the model's
+            ``encoder_config.pooling_window`` (4 in the released model).
     """
 
     min_duration_sec: float | None = None
@@ -88,6 +92,7 @@ class ManifestFilter:
     min_score: float | None = None
     max_score: float | None = None
     check_ctc_fit: bool = True
+    pooling_window: int = 4
 
 
 @dataclass
@@ -122,12 +127,6 @@ class ManifestReport:
             for reason, count in self.skipped.most_common()
         ]
         return "\n".join([head, *reasons])
-
-
-def ctc_symbols_needed(token_ids: Sequence[int]) -> int:
-    """CTC frames a label sequence needs: its length plus one blank between each pair of equal neighbours."""
-    repeats = sum(1 for a, b in zip(token_ids, token_ids[1:], strict=False) if a == b)
-    return len(token_ids) + repeats
 
 
 def _audio_seconds(path: Path) -> float:
@@ -230,7 +229,7 @@ def _parse_row(
         if f.max_label_tokens is not None and len(ids) > f.max_label_tokens:
             return "more tokens than max_label_tokens", None
         if f.check_ctc_fit:
-            windows = num_bpe_windows(num_encoder_frames(int(round(duration * SAMPLING_RATE))))
+            windows = num_bpe_windows(num_encoder_frames(int(round(duration * SAMPLING_RATE))), f.pooling_window)
             if ctc_symbols_needed(ids) > windows:
                 return "audio too short for its transcript", None
     return None, ManifestRow(audio_path, text, duration, line_no, record)

@@ -19,8 +19,9 @@ rate, divided by the number of frames. The released encoder carries this head be
 with such a loss; training an encoder from scratch converges much faster with it (docs/training.md).
 It needs ``char_labels`` / ``char_label_lengths`` from a collator built with a ``char_vocabulary``.
 
-:class:`GraniteSpeechNarTrainer` computes the components itself from the model's public parts
-(``encode_audio`` → optional draft noise → ``edit``), logs each of them, and adds transcription
+:class:`GraniteSpeechNarTrainer` runs the model's public parts (``encode_audio`` → optional draft noise →
+the model on the precomputed audio), weighs the components with the same
+:func:`~granite_nar.model.ctc.nar_losses` as the model's ``forward``, logs each of them, and adds transcription
 metrics (draft / edit-1 / edit-2 CER and WER) to every evaluation through a
 :class:`TranscriptionEvaluator`, so ``metric_for_best_model="edit1_cer"`` with ``save_strategy="best"``
 and ``save_total_limit=1`` keeps only the best checkpoint.
@@ -32,14 +33,14 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ..model.ctc import copy_loss, ctc_loss_from_flat_logits
+from ..lengths import ENCODER_FRAME_SECONDS, lengths_to_mask
+from ..model.ctc import NarLosses, nar_losses
 from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
 from .noise import DraftNoise
 from .presets import unwrap_model
@@ -52,21 +53,6 @@ __all__ = [
     "WallClockBudget",
     "step_name",
 ]
-
-
-@dataclass
-class NarLosses:
-    """The total training loss and its components (``None`` when not computed)."""
-
-    loss: torch.Tensor
-    ctc_loss: torch.Tensor | None = None
-    ce_loss: torch.Tensor | None = None
-    encoder_ctc_loss: torch.Tensor | None = None
-    char_ctc_loss: torch.Tensor | None = None
-
-    def components(self) -> dict[str, float]:
-        names = ("ctc_loss", "ce_loss", "encoder_ctc_loss", "char_ctc_loss")
-        return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
 
 
 def compute_nar_losses(
@@ -83,9 +69,12 @@ def compute_nar_losses(
     char_label_lengths: torch.Tensor | None = None,
     char_ctc_loss_lambda: float = 0.0,
 ) -> NarLosses:
-    """The three losses of SPEC §5 for one batch, with optional draft noise.
+    """The training losses for one batch, with optional draft noise, through :func:`granite_nar.model.ctc.nar_losses`.
 
-    Without noise and with ``edit_loss_weight=1`` this equals ``model(..., labels=...)``'s losses.
+    The model's ``forward`` computes its losses with the same function; without noise and with
+    ``edit_loss_weight=1`` the two agree exactly. What this adds: drafts can be corrupted (or sampled from
+    the encoder's posterior) before editing, the editor can be skipped (``edit_loss_weight=0``), and the
+    optional character CTC of the encoder's mid-layer head can be added.
 
     Args:
         model: a :class:`~granite_nar.GraniteSpeechNarForCTC` (or a peft model wrapping one).
@@ -107,66 +96,40 @@ def compute_nar_losses(
     label_lengths = torch.as_tensor(label_lengths, device=labels.device).long()
     labels = labels.clamp_min(0)  # padding (e.g. -100) is never read past label_lengths
 
-    captured: list[torch.Tensor] = []
-    hook = None
-    if char_ctc_loss_lambda > 0:
-        if char_labels is None or char_label_lengths is None:
-            raise ValueError("char_ctc_loss_lambda > 0 needs char_labels and char_label_lengths.")
-        # The encoder computes the character logits for self-conditioning and keeps only their blank
-        # posterior; catch them on their way out of the head.
-        hook = base.model.encoder.out.register_forward_hook(
-            lambda module, args, output: captured.append(output)
-        )
     sample = draft_noise is not None and draft_noise.sampling_temperature > 0 and edit_loss_weight > 0
-    try:
-        audio = base.model.encode_audio(
-            input_features, input_features_mask, output_bpe_logits=lambda_enc > 0 or sample
-        )
-    finally:
-        if hook is not None:
-            hook.remove()
-    total = labels.new_zeros((), dtype=torch.float32)
-    out = NarLosses(loss=total)
-    if char_ctc_loss_lambda > 0:
-        frame_lengths = audio.bpe_lengths.new_tensor(
-            input_features_mask.sum(1).tolist()
-            if input_features_mask is not None
-            else [input_features.shape[1]] * input_features.shape[0]
-        )
-        char_logits = captured[0]  # (B, T, C)
-        valid = (
-            torch.arange(char_logits.shape[1], device=char_logits.device)[None, :] < frame_lengths[:, None]
-        )
-        out.char_ctc_loss = ctc_loss_from_flat_logits(
-            char_logits[valid],
-            frame_lengths.tolist(),
-            char_labels.clamp_min(0),
-            torch.as_tensor(char_label_lengths).long(),
-            blank=0,
-        )
-        total = total + char_ctc_loss_lambda * out.char_ctc_loss
-    if lambda_enc > 0:
-        out.encoder_ctc_loss = ctc_loss_from_flat_logits(
-            audio.bpe_logits, audio.bpe_lengths.tolist(), labels, label_lengths, blank
-        )
-        total = total + lambda_enc * out.encoder_ctc_loss
+    audio = base.model.encode_audio(
+        input_features, input_features_mask, output_bpe_logits=lambda_enc > 0 or sample
+    )
+    edited = None
     if edit_loss_weight > 0:
         drafts = audio.draft_ids
         if sample:
             drafts = draft_noise.sample_drafts(audio.bpe_logits, audio.bpe_lengths.tolist(), blank)
         if draft_noise is not None and draft_noise.enabled:
             drafts = draft_noise(drafts, labels, label_lengths)
-        edited = base.model.edit(audio.audio_embeds, audio.audio_lengths, drafts)
-        logits = base.lm_head(edited.last_hidden_state[0]) / cfg.text_config.logits_scaling  # (ΣS, V)
-        out.ctc_loss = ctc_loss_from_flat_logits(
-            logits, edited.seq_lengths.tolist(), labels, label_lengths, blank
-        )
-        total = total + edit_loss_weight * out.ctc_loss
-        if lambda_ce > 0:
-            out.ce_loss = copy_loss(logits, edited.inserted_ctc_token_ids)
-            total = total + lambda_ce * out.ce_loss
-    out.loss = total
-    return out
+        edited = base(audio_embeds=audio.audio_embeds, audio_lengths=audio.audio_lengths, input_ids=drafts)
+    char_logits = None
+    if char_ctc_loss_lambda > 0:
+        # (ΣT, C): the valid frames of the mid-layer character head's logits, utterance after utterance.
+        char_logits = audio.char_logits[lengths_to_mask(audio.frame_lengths, audio.char_logits.shape[1])]
+    return nar_losses(
+        labels,
+        label_lengths,
+        blank,
+        slot_logits=None if edited is None else edited.logits[0],
+        slot_lengths=None if edited is None else edited.seq_lengths.tolist(),
+        slot_ids=None if edited is None else edited.inserted_ctc_token_ids,
+        edit_loss_weight=edit_loss_weight,
+        ce_loss_lambda=lambda_ce,
+        bpe_logits=audio.bpe_logits,
+        bpe_lengths=audio.bpe_lengths.tolist(),
+        encoder_ctc_loss_lambda=lambda_enc,
+        char_logits=char_logits,
+        char_lengths=audio.frame_lengths.tolist(),
+        char_labels=char_labels,
+        char_label_lengths=char_label_lengths,
+        char_ctc_loss_lambda=char_ctc_loss_lambda,
+    )
 
 
 def step_name(step: int) -> str:
@@ -223,14 +186,14 @@ class TranscriptionEvaluator:
                 batch = self.collator(items)
                 feats = batch["input_features"].to(device)
                 mask = batch["input_features_mask"].to(device)
-                audio_seconds += float(mask.sum()) * 0.02  # 20 ms per encoder frame
+                audio_seconds += float(mask.sum()) * ENCODER_FRAME_SECONDS
                 tic = time.perf_counter()
                 out = base.generate(
                     feats, mask, num_editing_steps=self.num_editing_steps, return_dict_in_generate=True
                 )
                 compute_seconds += time.perf_counter() - tic
                 refs += [item["text"] for item in items]
-                steps = [out.encoder_sequences, *(out.step_sequences or [])]
+                steps = [out.draft_ids, *(out.step_sequences or [])]
                 for step, sequences in enumerate(steps):
                     hyps[step] += self.tokenizer.batch_decode(
                         [s.tolist() for s in sequences], skip_special_tokens=True

@@ -77,7 +77,7 @@ class GraniteSpeechNarPipeline(Pipeline):
             return_dict_in_generate=True,
         )
         # Padded (B, L) id tensors, so that the pipeline's un-batching hands each input a (1, L) row.
-        return {"sequences": _pad_ids(out.sequences), "drafts": _pad_ids(out.encoder_sequences)}
+        return {"sequences": _pad_ids(out.sequences), "drafts": _pad_ids(out.draft_ids)}
 
     def postprocess(
         self, model_outputs: dict[str, torch.Tensor], return_drafts: bool = False

@@ -198,6 +198,7 @@ def transcribe(
     model, processor = load_model(model, processor, device=device, dtype=dtype)
     model_device, model_dtype = model.device, model.dtype
     target_rate = processor.feature_extractor.sampling_rate
+    shortest = min_samples_for_audio_token(model.config.projector_config.downsample_rate)
 
     def fail(item: _Item, err: InvalidAudioError) -> None:
         if on_error == "raise":
@@ -205,7 +206,7 @@ def transcribe(
         item.result.error = str(err)
 
     items = [
-        _prepare(value, index, target_rate, sampling_rate, resample, fail)
+        _prepare(value, index, target_rate, sampling_rate, resample, shortest, fail)
         for index, value in enumerate(inputs)
     ]
     pending = sorted((it for it in items if it.result.ok), key=lambda it: -it.num_samples)  # stable
@@ -216,7 +217,7 @@ def transcribe(
         bar.update(len(inputs) - len(pending))  # inputs that already failed
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            ready = [it for it in batch if _load(it, target_rate, resample, fail)]
+            ready = [it for it in batch if _load(it, target_rate, resample, shortest, fail)]
             if ready:
                 _run_batch(
                     ready, model, processor, model_device, model_dtype, num_editing_steps, return_drafts
@@ -245,6 +246,7 @@ def _prepare(
     target_rate: int,
     sampling_rate: int | None,
     resample: bool,
+    shortest: int,
     fail: Callable[[_Item, InvalidAudioError], None],
 ) -> _Item:
     """Check one input; in-memory audio is validated now, files only by their header."""
@@ -263,17 +265,16 @@ def _prepare(
             item.path = item.result.source
             item.num_samples = info.num_samples(target_rate)
         else:
-            _set_wave(item, prepare_waveform(value, index, sampling_rate, target_rate, resample))
+            _set_wave(item, prepare_waveform(value, index, sampling_rate, target_rate, resample), shortest)
     except InvalidAudioError as err:
         fail(item, err)
     return item
 
 
-def _set_wave(item: _Item, wave: torch.Tensor) -> None:
+def _set_wave(item: _Item, wave: torch.Tensor, shortest: int) -> None:
     item.wave = wave.cpu()
     item.num_samples = int(wave.shape[0])
     item.result.duration_sec = item.num_samples / SAMPLING_RATE
-    shortest = min_samples_for_audio_token()
     if item.num_samples < shortest:
         item.result.warning = (
             f"{item.result.source}: {item.num_samples} samples ({1000 * item.num_samples / SAMPLING_RATE:.0f} ms) "
@@ -283,12 +284,12 @@ def _set_wave(item: _Item, wave: torch.Tensor) -> None:
         warnings.warn(item.result.warning, ShortAudioWarning, stacklevel=4)
 
 
-def _load(item: _Item, target_rate: int, resample: bool, fail: Callable) -> bool:
+def _load(item: _Item, target_rate: int, resample: bool, shortest: int, fail: Callable) -> bool:
     """Read a file input's samples (in-memory inputs are ready); ``False`` if it failed."""
     if item.wave is not None:
         return True
     try:
-        _set_wave(item, prepare_waveform(item.path, target_rate=target_rate, resample=resample))
+        _set_wave(item, prepare_waveform(item.path, target_rate=target_rate, resample=resample), shortest)
     except InvalidAudioError as err:
         fail(item, err)
         return False
@@ -313,7 +314,7 @@ def _run_batch(
         return_dict_in_generate=True,
     )
     texts = processor.batch_decode(out.sequences)
-    drafts = processor.batch_decode(out.encoder_sequences) if return_drafts else [None] * len(batch)
+    drafts = processor.batch_decode(out.draft_ids) if return_drafts else [None] * len(batch)
     for item, text, draft in zip(batch, texts, drafts, strict=True):
         item.result.text, item.result.draft = text, draft
         item.wave = None  # free the samples as soon as the batch is done
