@@ -24,7 +24,8 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import TensorType
 
-from ..lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE, num_encoder_frames
+from ..checkpoints.original_layout import native_feature_extractor_kwargs
+from ..lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE, lengths_to_mask, num_encoder_frames
 from .waveform import InvalidAudioError, validate_waveform
 
 __all__ = [
@@ -103,13 +104,14 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         padding_value: float = 0.0,
         **kwargs,
     ):
-        # The original preprocessor_config.json names the bin count ``n_mels`` (SPEC §1.5).
-        n_mels = kwargs.pop("n_mels", None)
-        if n_mels is not None and feature_size is not None and n_mels != feature_size:
-            raise ValueError(f"n_mels={n_mels} and feature_size={feature_size} disagree; give only one")
-        feature_size = next((size for size in (feature_size, n_mels) if size is not None), 80)
-        # The original file points AutoFeatureExtractor at remote code; this class replaces it (SPEC §11.6).
-        kwargs.pop("auto_map", None)
+        # The original preprocessor_config.json names the bin count ``n_mels`` and points at remote code
+        # with ``auto_map`` (SPEC §1.5, §11.6); original_layout maps it to native fields.
+        if "n_mels" in kwargs or "auto_map" in kwargs:
+            given = {"feature_size": feature_size} if feature_size is not None else {}
+            native = native_feature_extractor_kwargs({**kwargs, **given})
+            feature_size = native.pop("feature_size", None)
+            kwargs = {k: v for k, v in kwargs.items() if k in native}
+        feature_size = 80 if feature_size is None else feature_size
         if hop_length * frame_stacking != SAMPLES_PER_ENCODER_FRAME:
             raise ValueError(
                 f"hop_length={hop_length} × frame_stacking={frame_stacking} must equal "
@@ -246,7 +248,7 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         )  # (B, T, 160)
         for b, feats in enumerate(features):
             batch[b, : feats.shape[0]] = feats
-        mask = torch.arange(max_frames, device=device)[None, :] < lengths[:, None]  # (B, T)
+        mask = lengths_to_mask(lengths, max_frames)  # (B, T)
 
         data = {"input_features": batch, "input_features_mask": mask}
         if return_tensors == TensorType.NUMPY:

@@ -16,7 +16,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import TensorType
 
-__all__ = ["GraniteSpeechNarProcessor", "LABEL_PADDING_VALUE"]
+__all__ = ["GraniteSpeechNarProcessor", "LABEL_PADDING_VALUE", "encode_labels", "pad_label_ids"]
 
 # Label padding: the loss reads ``label_lengths``; a negative filler also marks the padding for code that
 # only looks at ``labels`` (the model's forward, transformers collators), as -100 does everywhere else.
@@ -105,28 +105,11 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
                     f"got {data['input_features'].shape[0]} waveform(s) but {len(texts)} transcript(s); "
                     "pass one transcript per waveform"
                 )
-            labels, lengths = self._encode_labels(texts, label_padding_value)
+            labels, lengths = encode_labels(self.tokenizer, texts, self.blank_token_id, label_padding_value)
             data["labels"], data["label_lengths"] = labels, lengths
         if return_tensors == TensorType.NUMPY:
             data = {key: value.cpu().numpy() for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _encode_labels(self, texts: list[str], padding_value: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids of each transcript, right-padded: ``(B, S_max)`` and lengths ``(B,)``."""
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        blank = self.blank_token_id
-        for index, row in enumerate(ids):
-            if blank is not None and blank in row:
-                token = self.tokenizer.convert_ids_to_tokens(blank)
-                raise ValueError(
-                    f"text[{index}] encodes to the CTC blank id {blank} ({token!r}); transcripts must not "
-                    "contain it"
-                )
-        lengths = torch.tensor([len(row) for row in ids], dtype=torch.long)  # (B,)
-        labels = torch.full((len(ids), int(lengths.max())), padding_value, dtype=torch.long)  # (B, S_max)
-        for b, row in enumerate(ids):
-            labels[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return labels, lengths
 
     def batch_decode(self, sequences: Any, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         """Transcripts of a batch of token-id sequences (e.g. the list :meth:`generate` returns).
@@ -140,6 +123,35 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
     def decode(self, token_ids: Any, skip_special_tokens: bool = True, **kwargs) -> str:
         """Transcript of one token-id sequence; special tokens skipped by default."""
         return self.tokenizer.decode(_ids_list(token_ids), skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+def encode_labels(
+    tokenizer, texts: Sequence[str], blank_token_id: int | None, padding_value: int = LABEL_PADDING_VALUE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CTC targets of transcripts: token ids without special tokens, right-padded.
+
+    The one tokenisation path for labels (the processor and the training collator both call it).
+    Returns ``labels`` ``(B, S_max)`` int64 and ``label_lengths`` ``(B,)`` int64; a transcript whose
+    tokens include the CTC blank is refused, since CTC cannot emit its blank as a label.
+    """
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    for index, row in enumerate(ids):
+        if blank_token_id is not None and blank_token_id in row:
+            token = tokenizer.convert_ids_to_tokens(blank_token_id)
+            raise ValueError(
+                f"text[{index}] encodes to the CTC blank id {blank_token_id} ({token!r}) in {texts[index]!r}; "
+                "transcripts must not contain it"
+            )
+    return pad_label_ids(ids, padding_value)
+
+
+def pad_label_ids(rows: Sequence[Sequence[int]], padding_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id lists → ``(B, S_max)`` int64 right-padded with ``padding_value``, and ``(B,)`` lengths."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)  # (B,)
+    labels = torch.full((len(rows), int(lengths.max())), padding_value, dtype=torch.long)  # (B, S_max)
+    for b, row in enumerate(rows):
+        labels[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return labels, lengths
 
 
 def _as_text_list(text: Any) -> list[str]:

@@ -21,6 +21,8 @@ __all__ = [
     "convert_config_dict",
     "convert_state_dict",
     "OriginalLayoutError",
+    "convert_preprocessor_config",
+    "native_feature_extractor_kwargs",
 ]
 
 
@@ -277,6 +279,20 @@ _PREPROCESSOR_FIELDS = {
 
 
 
+def native_feature_extractor_kwargs(original: dict) -> dict:
+    """Feature-extractor fields in original names → native names (SPEC §1.5, §6.4).
+
+    ``n_mels`` → ``feature_size``; ``auto_map`` (remote code) dropped. Any other field passes unchanged.
+    """
+    native = {k: v for k, v in original.items() if k not in ("auto_map", "n_mels")}
+    if "n_mels" in original:
+        if native.setdefault("feature_size", original["n_mels"]) != original["n_mels"]:
+            raise OriginalLayoutError(
+                f"n_mels={original['n_mels']} and feature_size={native['feature_size']} disagree; give only one"
+            )
+    return native
+
+
 def convert_preprocessor_config(original: dict) -> dict:
     """Original ``preprocessor_config.json`` → native field names (SPEC §1.5, §6.4).
 
@@ -285,18 +301,9 @@ def convert_preprocessor_config(original: dict) -> dict:
     """
     unknown = sorted(set(original) - _PREPROCESSOR_FIELDS)
     if unknown:
-        raise OriginalLayoutError(
-            f"unknown field(s) {unknown} in preprocessor_config.json; refusing to guess."
-        )
-    native = {k: v for k, v in original.items() if k not in ("auto_map", "n_mels", "feature_extractor_type")}
-    if "n_mels" in original:
-        if native.setdefault("feature_size", original["n_mels"]) != original["n_mels"]:
-            raise OriginalLayoutError(
-                f"preprocessor_config.json has n_mels={original['n_mels']} and "
-                f"feature_size={native['feature_size']}."
-            )
+        raise OriginalLayoutError(f"unknown field(s) {unknown} in preprocessor_config.json; refusing to guess.")
+    native = native_feature_extractor_kwargs(original)
+    native.pop("feature_extractor_type", None)
     native.setdefault("frame_stacking", 2)
     native["feature_extractor_type"] = "GraniteSpeechNarFeatureExtractor"
     return native
-
-

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..lengths import SAMPLING_RATE, num_bpe_windows, num_encoder_frames
+from ..audio.processing_granite_speech_nar import encode_labels, pad_label_ids
+from ..lengths import SAMPLING_RATE, lengths_to_mask, num_bpe_windows, num_encoder_frames
 from ..model.ctc import ctc_symbols_needed
 
 __all__ = [
@@ -336,16 +337,7 @@ class DataCollatorForGraniteSpeechNar:
         """``(labels (B, S_max), label_lengths (B,))`` for a list of transcripts."""
         if self.text_transform is not None:
             texts = [self.text_transform(t) for t in texts]
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-        labels = torch.full((len(ids), max(1, int(lengths.max()))), self.label_pad_id, dtype=torch.long)
-        for b, x in enumerate(ids):
-            if self.blank_token_id in x:
-                raise ValueError(
-                    f"transcript {texts[b]!r} tokenizes to the CTC blank id {self.blank_token_id}."
-                )
-            labels[b, : len(x)] = torch.tensor(x, dtype=torch.long)
-        return labels, lengths
+        return encode_labels(self.tokenizer, list(texts), self.blank_token_id, self.label_pad_id)
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if all("input_features" in item for item in items):
@@ -354,7 +346,7 @@ class DataCollatorForGraniteSpeechNar:
             batch = torch.nn.utils.rnn.pad_sequence(
                 feats, batch_first=True, padding_value=float(self.feature_extractor.padding_value)
             )  # (B, T_max, 160)
-            mask = torch.arange(batch.shape[1])[None, :] < lengths[:, None]  # (B, T_max)
+            mask = lengths_to_mask(lengths, batch.shape[1])  # (B, T_max)
         else:
             out = self.feature_extractor(
                 [item["audio"] for item in items], sampling_rate=self.feature_extractor.sampling_rate
@@ -377,8 +369,4 @@ class DataCollatorForGraniteSpeechNar:
         if self.text_transform is not None:
             texts = [self.text_transform(t) for t in texts]
         ids = [[self.char_to_id[c] for c in t if c in self.char_to_id] for t in texts]
-        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-        labels = torch.full((len(ids), max(1, int(lengths.max()))), self.label_pad_id, dtype=torch.long)
-        for b, x in enumerate(ids):
-            labels[b, : len(x)] = torch.tensor(x, dtype=torch.long)
-        return labels, lengths
+        return pad_label_ids(ids, self.label_pad_id)
