@@ -51,7 +51,11 @@ from dataclasses import dataclass
 
 import torch
 
-from granite_nar import GraniteSpeechArForConditionalGeneration, GraniteSpeechNarConfig, GraniteSpeechNarForCTC
+from granite_nar import (
+    GraniteSpeechArForConditionalGeneration,
+    GraniteSpeechNarConfig,
+    GraniteSpeechNarForCTC,
+)
 from granite_nar.lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE
 from granite_nar.testing import tiny_config
 

@@ -4,7 +4,7 @@
     python conversion/convert_granite_speech_nar.py --input ibm-granite/granite-speech-4.1-2b-nar \\
         --revision 99a4df9... --output granite-speech-4.1-2b-nar-native
 
-Steps (library code in :mod:`granite_nar.checkpoints.conversion`, SPEC §6, §11.1):
+Steps (library code in :mod:`granite_nar.checkpoints.conversion`, docs/reference_behaviour.md §6, §11.1):
 
 1. config fields mapped with the tables below; a field the tables do not know raises;
 2. tensors renamed with ``STATE_DICT_RENAMES``; the model is built on ``meta`` and the renamed state dict is

@@ -89,7 +89,9 @@ def lengths_from_mask(mask: torch.Tensor | None, batch: int, max_length: int, de
     if mask is None:
         return torch.full((batch,), max_length, dtype=torch.long, device=device)
     if mask.shape != (batch, max_length):
-        raise ValueError(f"input_features_mask has shape {tuple(mask.shape)}, expected ({batch}, {max_length}).")
+        raise ValueError(
+            f"input_features_mask has shape {tuple(mask.shape)}, expected ({batch}, {max_length})."
+        )
     lengths = mask.long().sum(dim=1)
     if not torch.equal(mask.bool(), lengths_to_mask(lengths, max_length)):
         raise ValueError("input_features_mask must be a right-padding mask (True then False in every row).")

@@ -1,15 +1,15 @@
-"""Audio front end of Granite Speech NAR: waveform → stacked log-mel frames (SPEC §2).
+"""Audio front end of Granite Speech NAR: waveform → stacked log-mel frames (docs/reference_behaviour.md §2).
 
     16 kHz mono waveform, N samples
       └─ power mel spectrogram, 25 ms Hann window, 10 ms hop ──► 1 + N // 160 frames × 80 bins
-           └─ keep the first 2 * (N // 320) frames (cut *before* the log and the maximum, SPEC §2.1)
+           └─ keep the first 2 * (N // 320) frames (cut *before* the log and the maximum, docs/reference_behaviour.md §2.1)
                 └─ log10, per-utterance dynamic-range clamp to 8 decades, / 4 + 1
                      └─ stack pairs of frames ──► N // 320 encoder frames × 160 values
 
 The mel spectrogram equals ``torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512,
-win_length=400, hop_length=160, n_mels=80)`` with its defaults, written in plain torch (SPEC §11.6:
+win_length=400, hop_length=160, n_mels=80)`` with its defaults, written in plain torch (docs/reference_behaviour.md §11.6:
 no torchaudio). Every utterance is computed on its own and only then padded, so its features never
-depend on the rest of the batch (SPEC §11.3).
+depend on the rest of the batch (docs/reference_behaviour.md §11.3).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = [
     "htk_mel_filter_bank",
 ]
 
-LOG_FLOOR = 1e-10  # power floor before log10 (SPEC §2.1)
+LOG_FLOOR = 1e-10  # power floor before log10 (docs/reference_behaviour.md §2.1)
 DYNAMIC_RANGE_DECADES = 8.0  # log10 values more than 8 below the utterance maximum are raised to it
 
 
@@ -70,19 +70,19 @@ def htk_mel_filter_bank(
 
 
 class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
-    r"""Stacked log-mel features of Granite Speech NAR (SPEC §2).
+    r"""Stacked log-mel features of Granite Speech NAR (docs/reference_behaviour.md §2).
 
     For a 16 kHz waveform of ``N`` samples it returns ``N // 320`` encoder frames of 160 values (two
     80-bin log-mel frames, the even one first). The frame rule is the released remote code's
-    (SPEC §2.2) and comes from :func:`granite_nar.lengths.num_encoder_frames`.
+    (docs/reference_behaviour.md §2.2) and comes from :func:`granite_nar.lengths.num_encoder_frames`.
 
     Each utterance is computed alone (its own reflect padding at its own end, its own maximum) and
     then right-padded with ``padding_value``, so an utterance's features are the same alone and in
-    any batch (SPEC §11.3).
+    any batch (docs/reference_behaviour.md §11.3).
 
     Args:
         feature_size: mel bins per 10 ms frame, 80 by default (``n_mels`` in the original config,
-            SPEC §1.5, §6.4; ``n_mels`` is accepted and mapped to this field).
+            docs/reference_behaviour.md §1.5, §6.4; ``n_mels`` is accepted and mapped to this field).
         sampling_rate: sample rate the model expects; other rates are refused, not resampled.
         n_fft: FFT size; the window is zero-padded to it, centred.
         win_length: periodic Hann window length in samples (25 ms).
@@ -105,7 +105,7 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         **kwargs,
     ):
         # The original preprocessor_config.json names the bin count ``n_mels`` and points at remote code
-        # with ``auto_map`` (SPEC §1.5, §11.6); original_layout maps it to native fields.
+        # with ``auto_map`` (docs/reference_behaviour.md §1.5, §11.6); original_layout maps it to native fields.
         if "n_mels" in kwargs or "auto_map" in kwargs:
             given = {"feature_size": feature_size} if feature_size is not None else {}
             native = native_feature_extractor_kwargs({**kwargs, **given})
@@ -180,7 +180,7 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
                 onesided=True,
                 return_complex=True,
             )  # (n_fft // 2 + 1, 1 + N // hop)
-            # Cut first (SPEC §2.1): the frames past 2 * (N // 320) never reach the log or the maximum.
+            # Cut first (docs/reference_behaviour.md §2.1): the frames past 2 * (N // 320) never reach the log or the maximum.
             power = spectrum[:, :num_mel_frames].abs().pow(2.0)  # (257, F)
             log_mel = (power.T @ filters).clamp_min(LOG_FLOOR).log10()  # (F, 80)
             peak = log_mel.max()

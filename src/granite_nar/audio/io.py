@@ -10,7 +10,7 @@ model and the feature extractor work without them.
 
 Stereo and multi-channel audio is downmixed by averaging the channels with equal weights. This keeps the
 level of a centred (identical in both channels) voice unchanged; a voice in one channel only comes out 6 dB
-quieter, which the feature extractor's per-utterance normalisation (SPEC §2.1) removes again.
+quieter, which the feature extractor's per-utterance normalisation (docs/reference_behaviour.md §2.1) removes again.
 """
 
 from __future__ import annotations

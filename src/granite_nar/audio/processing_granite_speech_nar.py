@@ -1,4 +1,4 @@
-"""Processor of Granite Speech NAR: the feature extractor and the tokenizer behind one object (SPEC §7.2).
+"""Processor of Granite Speech NAR: the feature extractor and the tokenizer behind one object (docs/reference_behaviour.md §7.2).
 
 audio ──► GraniteSpeechNarFeatureExtractor ──► input_features (B, T, 160), input_features_mask (B, T)
 text  ──► tokenizer, no special tokens ──────► labels (B, S_max), label_lengths (B,)   (training)

@@ -1,4 +1,4 @@
-"""Convert the original (remote-code) checkpoint to the native layout, and prove the result (SPEC §6, §11.1).
+"""Convert the original (remote-code) checkpoint to the native layout, and prove the result (docs/reference_behaviour.md §6, §11.1).
 
 The conversion is the direct load path (:func:`granite_nar.checkpoints.loading.load_original_checkpoint`: rename
 tables, strict shape check on ``meta``, identity check before dropping the projector LayerNorm affines,
@@ -193,7 +193,9 @@ def convert_checkpoint(
     dropped_norms = sorted(name for name in inventory if DROPPED_IDENTITY_NORMS.match(name))
     has_head = "language_model.lm_head.weight" in inventory
 
-    model = load_original_checkpoint(source, GraniteSpeechNarForCTC, dtype=target, attn_implementation="sdpa")  # the direct path
+    model = load_original_checkpoint(
+        source, GraniteSpeechNarForCTC, dtype=target, attn_implementation="sdpa"
+    )  # the direct path
     times["load"] = time.perf_counter() - start
 
     partial = output.with_name(f".{output.name}.partial")

@@ -148,14 +148,16 @@ def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu
     model.load_state_dict(state_dict, strict=False, assign=True)
     if dtype is not None:
         model = model.to(dtype=dtype)
-    # After the cast, so that the RoPE frequencies stay fp32 (SPEC §9.11), as in a native from_pretrained.
+    # After the cast, so that the RoPE frequencies stay fp32 (docs/reference_behaviour.md §9.11), as in a native from_pretrained.
     model.materialize_buffers(device)
     model.tie_weights()
     model = model.to(device=device)
     return model.eval()
 
 
-def load_original_checkpoint(folder: str | Path, model_cls, dtype=None, device="cpu", attn_implementation=None):
+def load_original_checkpoint(
+    folder: str | Path, model_cls, dtype=None, device="cpu", attn_implementation=None
+):
     """Load a folder in the original remote-code layout into ``model_cls`` (a native class), without remote code."""
     folder = Path(folder)
     config = model_cls.config_class(**convert_config_dict(read_config(folder)))

@@ -1,4 +1,4 @@
-"""The original (remote-code) checkpoint layout and its mapping to the native layout (SPEC §6).
+"""The original (remote-code) checkpoint layout and its mapping to the native layout (docs/reference_behaviour.md §6).
 
 The Hub checkpoint ``ibm-granite/granite-speech-4.1-2b-nar`` stores its weights under the remote
 code's module names and its config under the remote code's field names. Everything needed to read it
@@ -30,7 +30,7 @@ class OriginalLayoutError(ValueError):
     """The original checkpoint cannot be mapped onto the native layout faithfully."""
 
 
-# Tensor renames, applied in order, first match wins (SPEC §6.4).
+# Tensor renames, applied in order, first match wins (docs/reference_behaviour.md §6.4).
 STATE_DICT_RENAMES: list[tuple[str, str]] = [
     (r"^language_model\.model\.", "model.language_model."),
     (r"^language_model\.lm_head\.", "lm_head."),
@@ -126,7 +126,7 @@ GENERIC_FIELDS = {
 
 
 def is_original_config(config: dict) -> bool:
-    """Whether a ``config.json`` dict is in the remote-code layout (SPEC §6.3)."""
+    """Whether a ``config.json`` dict is in the remote-code layout (docs/reference_behaviour.md §6.3)."""
     text = config.get("text_config") or config.get("llm_config") or {}
     return (
         "encoder_layer_indices" in config
@@ -155,7 +155,7 @@ def _map_fields(section: str, values: dict, table: dict) -> tuple[dict, dict]:
 
 
 def convert_config_dict(original: dict) -> dict:
-    """Original ``config.json`` dict → native :class:`GraniteSpeechNarConfig` kwargs (SPEC §6.3, §6.4)."""
+    """Original ``config.json`` dict → native :class:`GraniteSpeechNarConfig` kwargs (docs/reference_behaviour.md §6.3, §6.4)."""
     if "llm_config" in original:
         raise OriginalLayoutError(
             "this is the early 7d20732d snapshot layout (llm_config, 100353-class BPE head with the blank at "
@@ -260,7 +260,7 @@ def read_config(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-# Fields of the original preprocessor_config.json (SPEC §1.5) plus FeatureExtractionMixin bookkeeping.
+# Fields of the original preprocessor_config.json (docs/reference_behaviour.md §1.5) plus FeatureExtractionMixin bookkeeping.
 _PREPROCESSOR_FIELDS = {
     "feature_extractor_type",
     "processor_class",
@@ -278,9 +278,8 @@ _PREPROCESSOR_FIELDS = {
 }
 
 
-
 def native_feature_extractor_kwargs(original: dict) -> dict:
-    """Feature-extractor fields in original names → native names (SPEC §1.5, §6.4).
+    """Feature-extractor fields in original names → native names (docs/reference_behaviour.md §1.5, §6.4).
 
     ``n_mels`` → ``feature_size``; ``auto_map`` (remote code) dropped. Any other field passes unchanged.
     """
@@ -294,14 +293,16 @@ def native_feature_extractor_kwargs(original: dict) -> dict:
 
 
 def convert_preprocessor_config(original: dict) -> dict:
-    """Original ``preprocessor_config.json`` → native field names (SPEC §1.5, §6.4).
+    """Original ``preprocessor_config.json`` → native field names (docs/reference_behaviour.md §1.5, §6.4).
 
     ``n_mels`` → ``feature_size``; ``frame_stacking`` (2) made explicit; ``auto_map`` (remote code) dropped;
     ``feature_extractor_type`` set to the native class. Unknown fields raise.
     """
     unknown = sorted(set(original) - _PREPROCESSOR_FIELDS)
     if unknown:
-        raise OriginalLayoutError(f"unknown field(s) {unknown} in preprocessor_config.json; refusing to guess.")
+        raise OriginalLayoutError(
+            f"unknown field(s) {unknown} in preprocessor_config.json; refusing to guess."
+        )
     native = native_feature_extractor_kwargs(original)
     native.pop("feature_extractor_type", None)
     native.setdefault("frame_stacking", 2)

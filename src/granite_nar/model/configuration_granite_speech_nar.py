@@ -1,16 +1,16 @@
 """Configurations of Granite Speech NAR.
 
-Every default equals the released ``ibm-granite/granite-speech-4.1-2b-nar`` checkpoint (SPEC §1). Field
-names follow the native transformers layout (SPEC §6.4, §11.1); the original remote-code names are
+Every default equals the released ``ibm-granite/granite-speech-4.1-2b-nar`` checkpoint (docs/reference_behaviour.md §1). Field
+names follow the native transformers layout (docs/reference_behaviour.md §6.4, §11.1); the original remote-code names are
 mapped in :mod:`granite_nar.checkpoints.original_layout`.
 
 Three fields record where the released weights and the newest transformers port disagree; their
-defaults reproduce the code that produced the published numbers (SPEC §11.2):
+defaults reproduce the code that produced the published numbers (docs/reference_behaviour.md §11.2):
 
 * ``GraniteSpeechNarEncoderConfig.export_after_self_conditioning`` (layer 8 exported after the
-  self-conditioning residual, SPEC §3.1.5),
-* ``GraniteSpeechNarConfig.min_edit_sequence_length`` (at least 8 insertion slots, SPEC §4),
-* the ``N // 320`` frame rule, a constant of the feature extractor (SPEC §2.2).
+  self-conditioning residual, docs/reference_behaviour.md §3.1.5),
+* ``GraniteSpeechNarConfig.min_edit_sequence_length`` (at least 8 insertion slots, docs/reference_behaviour.md §4),
+* the ``N // 320`` frame rule, a constant of the feature extractor (docs/reference_behaviour.md §2.2).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class GraniteSpeechNarEncoderConfig(PreTrainedConfig):
         conv_kernel_size, conv_expansion_factor: depthwise convolution kernel and GLU width factor.
         self_conditioning_layer: 1-based block after which the character CTC posteriors are fed back.
         export_after_self_conditioning: record the self-conditioning layer's hidden state *after* the
-            ``out_mid`` residual is added (the released weights, SPEC §3.1.5). ``False`` reproduces the
+            ``out_mid`` residual is added (the released weights, docs/reference_behaviour.md §3.1.5). ``False`` reproduces the
             newest transformers port, which records it before.
         vocabulary_size: BPE CTC classes, the language model's vocabulary (blank included).
         pooling_window: encoder frames per BPE window (posterior-weighted pooling, 80 ms).
@@ -121,7 +121,7 @@ class GraniteSpeechNarEncoderConfig(PreTrainedConfig):
 
 @strict
 class GraniteSpeechNarProjectorConfig(PreTrainedConfig):
-    r"""Windowed Q-Former projector: 15-frame windows, 3 learned queries each (SPEC §3.2).
+    r"""Windowed Q-Former projector: 15-frame windows, 3 learned queries each (docs/reference_behaviour.md §3.2).
 
     Args:
         hidden_size: Q-Former width (also its output width).
@@ -180,7 +180,7 @@ class GraniteSpeechNarProjectorConfig(PreTrainedConfig):
 
 @strict
 class GraniteSpeechNarTextConfig(GraniteConfig):
-    r"""The Granite-4.0-1B-shaped language model, run as a bidirectional editor (SPEC §1.3, §3.3).
+    r"""The Granite-4.0-1B-shaped language model, run as a bidirectional editor (docs/reference_behaviour.md §1.3, §3.3).
 
     Same fields as :class:`transformers.GraniteConfig`; the defaults are the released editor's.
     """
@@ -219,11 +219,11 @@ class GraniteSpeechNarConfig(PreTrainedConfig):
         encoder_config, projector_config, text_config: sub-configurations (dicts or config objects).
         blank_token_id: CTC blank of both the encoder BPE head and the editor (``<|end_of_text|>``).
         min_edit_sequence_length: the editor always gets at least this many insertion slots
-            (remote code: 8; the newest transformers port: no minimum). SPEC §4.
+            (remote code: 8; the newest transformers port: no minimum). docs/reference_behaviour.md §4.
         scale_projected_embeddings: divide the projector output by the text model's
-            ``embedding_multiplier`` so that audio rows enter the residual stream unscaled (SPEC §3.2).
-        ce_loss_lambda: weight of the copy (cross-entropy-to-input) regulariser (SPEC §5.2).
-        encoder_ctc_loss_lambda: weight of the encoder BPE CTC loss (SPEC §5.3).
+            ``embedding_multiplier`` so that audio rows enter the residual stream unscaled (docs/reference_behaviour.md §3.2).
+        ce_loss_lambda: weight of the copy (cross-entropy-to-input) regulariser (docs/reference_behaviour.md §5.2).
+        encoder_ctc_loss_lambda: weight of the encoder BPE CTC loss (docs/reference_behaviour.md §5.3).
     """
 
     model_type = "granite_speech_nar"
@@ -290,7 +290,7 @@ class GraniteSpeechNarConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        """Also reads the original remote-code ``config.json`` layout, mapping its fields (SPEC §6.3)."""
+        """Also reads the original remote-code ``config.json`` layout, mapping its fields (docs/reference_behaviour.md §6.3)."""
         if is_original_config(config_dict):
             config_dict = convert_config_dict(config_dict)
         return super().from_dict(config_dict, **kwargs)

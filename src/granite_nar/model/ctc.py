@@ -1,4 +1,4 @@
-"""CTC helpers: greedy collapse, insertion slots and the training losses (SPEC §4, §5).
+"""CTC helpers: greedy collapse, insertion slots and the training losses (docs/reference_behaviour.md §4, §5).
 
 All functions work on flat (packed) tensors plus per-utterance lengths, the layout the model uses.
 Slow per-utterance versions live in :mod:`granite_nar.testing.reference` and check these in the tests.
@@ -69,7 +69,7 @@ def ctc_greedy_decode(
 
 
 def insert_slots(tokens: torch.Tensor, blank: int, min_length: int = 1) -> torch.Tensor:
-    """``[t1 … tn]`` → ``[_, t1, _, t2, …, tn, _]``, right-padded with blanks to ``min_length`` (SPEC §4).
+    """``[t1 … tn]`` → ``[_, t1, _, t2, …, tn, _]``, right-padded with blanks to ``min_length`` (docs/reference_behaviour.md §4).
 
     With ``n = 0`` the result is ``max(1, min_length)`` blanks.
     """
@@ -109,7 +109,7 @@ def ctc_loss_from_flat_logits(
     label_lengths: torch.Tensor,
     blank: int,
 ) -> torch.Tensor:
-    """CTC loss over per-utterance logit runs, summed and divided by ``Σ L_b`` (SPEC §5.1, §5.3).
+    """CTC loss over per-utterance logit runs, summed and divided by ``Σ L_b`` (docs/reference_behaviour.md §5.1, §5.3).
 
     Normalised by the total number of input positions of the batch, not by target length, as the
     reference does; infeasible utterances (labels longer than their CTC can emit) contribute 0
@@ -139,7 +139,7 @@ def ctc_loss_from_flat_logits(
 
 
 def copy_loss(flat_logits: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
-    """Copy (identity) regulariser: cross-entropy of the slot logits against the input slots (SPEC §5.2).
+    """Copy (identity) regulariser: cross-entropy of the slot logits against the input slots (docs/reference_behaviour.md §5.2).
 
     Mean over all slot positions of the batch.
     """
@@ -220,7 +220,7 @@ def nar_losses(
     char_label_lengths: torch.Tensor | None = None,
     char_ctc_loss_lambda: float = 0.0,
 ) -> NarLosses:
-    """``L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc + λ_char · L_char`` (SPEC §5).
+    """``L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc + λ_char · L_char`` (docs/reference_behaviour.md §5).
 
     A term is computed only when its weight is positive (``w_edit`` needs ``slot_logits``); the
     components are summed in that order.
@@ -247,11 +247,15 @@ def nar_losses(
     if encoder_ctc_loss_lambda > 0:
         if bpe_logits is None:
             raise ValueError("encoder_ctc_loss_lambda > 0 needs the encoder's BPE logits.")
-        out.encoder_ctc_loss = ctc_loss_from_flat_logits(bpe_logits, bpe_lengths, labels, label_lengths, blank)
+        out.encoder_ctc_loss = ctc_loss_from_flat_logits(
+            bpe_logits, bpe_lengths, labels, label_lengths, blank
+        )
         total = total + encoder_ctc_loss_lambda * out.encoder_ctc_loss
     if char_ctc_loss_lambda > 0:
         if char_logits is None or char_labels is None or char_label_lengths is None:
-            raise ValueError("char_ctc_loss_lambda > 0 needs char logits, char_labels and char_label_lengths.")
+            raise ValueError(
+                "char_ctc_loss_lambda > 0 needs char logits, char_labels and char_label_lengths."
+            )
         out.char_ctc_loss = ctc_loss_from_flat_logits(
             char_logits,
             char_lengths,

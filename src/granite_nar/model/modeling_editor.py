@@ -1,4 +1,4 @@
-"""Bidirectional Granite editor over packed utterances (SPEC §3.3, §11.4).
+"""Bidirectional Granite editor over packed utterances (docs/reference_behaviour.md §3.3, §11.4).
 
 The editor is a standard Granite decoder (``transformers.models.granite``: RMSNorm, RoPE, GQA
 attention, SwiGLU MLP, the four Granite multipliers) with two differences:
@@ -168,7 +168,7 @@ class GraniteSpeechNarEditor(GranitePreTrainedModel):
     ) -> GraniteSpeechNarEditorOutput:
         """Args:
         inputs_embeds: ``(1, ΣL, D)`` packed rows (audio embeddings and slot token embeddings); they
-            are multiplied by ``embedding_multiplier`` here, on every row (SPEC §3.3).
+            are multiplied by ``embedding_multiplier`` here, on every row (docs/reference_behaviour.md §3.3).
         packed: lengths and positions of the utterances; ``None`` treats the row as one utterance.
 
         Returns the final-norm hidden states ``(1, ΣL, D)``.

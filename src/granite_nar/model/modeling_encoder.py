@@ -1,10 +1,10 @@
-"""Conformer CTC encoder of Granite Speech NAR (SPEC §3.1).
+"""Conformer CTC encoder of Granite Speech NAR (docs/reference_behaviour.md §3.1).
 
 The block structure and tensor names are those of Granite Speech's conformer
 (``transformers.models.granite_speech``). The code is our own because the released reference has no
 padding mask: frames past an utterance's end are ordinary frames there, so a transcript depends on
 what else is in the batch. Here every step that mixes frames (block attention, the depthwise
-convolution, the pooling) ignores frames past each utterance's length (SPEC §11.3). For a batch of
+convolution, the pooling) ignores frames past each utterance's length (docs/reference_behaviour.md §11.3). For a batch of
 one the operations are exactly the reference's.
 """
 
@@ -28,7 +28,7 @@ __all__ = [
 
 
 def relative_distances(context_size: int, max_pos_emb: int, device=None) -> torch.Tensor:
-    """``(C, C)`` rows of the Shaw table: ``clamp(i - j, -C, C) + max_pos_emb`` (SPEC §3.1.3 step 4)."""
+    """``(C, C)`` rows of the Shaw table: ``clamp(i - j, -C, C) + max_pos_emb`` (docs/reference_behaviour.md §3.1.3 step 4)."""
     seq = torch.arange(context_size, device=device)
     return (seq[:, None] - seq[None, :]).clamp(-context_size, context_size) + max_pos_emb
 
@@ -78,7 +78,7 @@ class GraniteSpeechNarConformerFeedForward(nn.Module):
 
 
 class GraniteSpeechNarConformerAttention(nn.Module):
-    """Block ("context") attention with Shaw relative positions (SPEC §3.1.3).
+    """Block ("context") attention with Shaw relative positions (docs/reference_behaviour.md §3.1.3).
 
     Frames attend only inside their own ``context_size``-frame block. The reference masks only the
     zero padding of the batch's last block; we mask every key past the utterance's own length, which
@@ -107,7 +107,7 @@ class GraniteSpeechNarConformerAttention(nn.Module):
         bsz, num_frames, _ = hidden_states.shape
         num_blocks = -(num_frames // -self.context_size)
         pad = num_blocks * self.context_size - num_frames
-        # Padding comes after the LayerNorm, as in the reference (SPEC §3.1.3 step 1).
+        # Padding comes after the LayerNorm, as in the reference (docs/reference_behaviour.md §3.1.3 step 1).
         hidden_states = F.pad(hidden_states, (0, 0, 0, pad))
         key_mask = F.pad(key_mask, (0, pad), value=False)
 
@@ -148,7 +148,7 @@ class GraniteSpeechNarConformerDepthWiseConv1d(nn.Module):
 
 
 class GraniteSpeechNarConformerConvModule(nn.Module):
-    """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (SPEC §3.1.2)."""
+    """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (docs/reference_behaviour.md §3.1.2)."""
 
     def __init__(self, config: GraniteSpeechNarEncoderConfig):
         super().__init__()
@@ -253,7 +253,7 @@ class GraniteSpeechNarEncoder(nn.Module):
             if idx == config.self_conditioning_layer:
                 if not config.export_after_self_conditioning and idx in config.cat_hidden_layers:
                     exported[idx] = hidden_states
-                # Self-conditioning (SPEC §3.1.4): softmax in float32, fed back into the residual stream.
+                # Self-conditioning (docs/reference_behaviour.md §3.1.4): softmax in float32, fed back into the residual stream.
                 char_logits = self.out(self.pred_dropout(hidden_states))
                 probs = char_logits.to(_at_least_fp32(char_logits.dtype)).softmax(dim=-1)
                 blank_prob = probs[..., 0]  # (B, T), char-CTC blank is index 0
@@ -277,7 +277,7 @@ class GraniteSpeechNarEncoder(nn.Module):
     def pool(
         self, hidden_states: torch.Tensor, blank_prob: torch.Tensor, frame_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior-weighted pooling of the last layer into ``pooling_window``-frame windows (SPEC §3.1.6).
+        """Posterior-weighted pooling of the last layer into ``pooling_window``-frame windows (docs/reference_behaviour.md §3.1.6).
 
         ``w_t = (1 - p_blank_t) / (Σ_window (1 - p_blank) + 1e-8)``, in float32. Frames past an
         utterance's end get weight 0, like the reference's zero padding.

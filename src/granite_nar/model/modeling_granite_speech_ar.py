@@ -1,4 +1,4 @@
-"""Autoregressive counterpart of Granite Speech NAR, built from the same parts (SPEC §11.7).
+"""Autoregressive counterpart of Granite Speech NAR, built from the same parts (docs/reference_behaviour.md §11.7).
 
 Same conformer encoder and windowed Q-Former projector classes as the NAR model (imported, not
 copied), followed by a *causal* Granite language model (``transformers.GraniteModel``) with its own
@@ -166,7 +166,7 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
     def get_audio_features(
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder + projector, exactly as in the NAR model (SPEC §3.1–§3.2).
+        """Encoder + projector, exactly as in the NAR model (docs/reference_behaviour.md §3.1–§3.2).
 
         Args:
             input_features: ``(B, T, input_dim)`` stacked log-mel frames.
@@ -387,7 +387,9 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
             generation_config is None or generation_config.max_new_tokens is None
         ):
             frames = lengths_from_mask(input_features_mask, *input_features.shape[:2], input_features.device)
-            kwargs["max_new_tokens"] = int(num_bpe_windows(frames.max(), self.config.encoder_config.pooling_window)) + 1
+            kwargs["max_new_tokens"] = (
+                int(num_bpe_windows(frames.max(), self.config.encoder_config.pooling_window)) + 1
+            )
         return super().generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -1,4 +1,4 @@
-"""Granite Speech NAR: CTC draft → bidirectional LLM edit (SPEC §0, §4).
+"""Granite Speech NAR: CTC draft → bidirectional LLM edit (docs/reference_behaviour.md §0, §4).
 
 Data flow for a batch of ``B`` utterances::
 
@@ -37,7 +37,7 @@ __all__ = [
     "GraniteSpeechNarGenerateOutput",
 ]
 
-# Rows of the (rows × vocabulary) BPE logits computed at once when only the argmax is needed (SPEC §11.5).
+# Rows of the (rows × vocabulary) BPE logits computed at once when only the argmax is needed (docs/reference_behaviour.md §11.5).
 _BPE_ARGMAX_CHUNK = 2048
 
 
@@ -397,7 +397,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> GraniteSpeechNarOutput:
-        """One editing pass, and the training losses when ``labels`` are given (SPEC §5).
+        """One editing pass, and the training losses when ``labels`` are given (docs/reference_behaviour.md §5).
 
         Args:
             input_features: ``(B, T, 160)``; input_features_mask: ``(B, T)`` bool.
@@ -469,7 +469,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         input_ids: Sequence[torch.Tensor] | None = None,
         **kwargs,
     ) -> list[torch.Tensor] | GraniteSpeechNarGenerateOutput:
-        """Transcribe: BPE-CTC draft, then ``num_editing_steps`` editing passes (SPEC §4).
+        """Transcribe: BPE-CTC draft, then ``num_editing_steps`` editing passes (docs/reference_behaviour.md §4).
 
         The encoder and projector run once; every step re-slots the previous step's output and reuses
         the audio embeddings. ``num_editing_steps=0`` returns the CTC drafts.

@@ -1,4 +1,4 @@
-"""Windowed Q-Former projector (SPEC §3.2), in the native layout of SPEC §6.4 / §11.1.
+"""Windowed Q-Former projector (docs/reference_behaviour.md §3.2), in the native layout of docs/reference_behaviour.md §6.4 / §11.1.
 
 Encoder frames (20 ms) are cut into 15-frame windows (300 ms); each window is summarised by 3 queries
 (100 ms per audio token) that cross-attend to the window's frames. No query self-attention, no mask.
@@ -122,7 +122,7 @@ class GraniteSpeechNarProjector(nn.Module):
         """Args:
         encoder_states: ``(B, T, encoder_hidden_size)``.
         frame_mask: ``(B, T)`` bool; frames past an utterance's end are zeroed before windowing so
-            that its last window sees the same zero padding as when it is alone (SPEC §11.3).
+            that its last window sees the same zero padding as when it is alone (docs/reference_behaviour.md §11.3).
 
         Returns ``(B, ceil(T / window_size) * num_queries, hidden_size)``; an utterance of ``T_b``
         frames uses only the first ``T_b // downsample_rate`` rows.

@@ -57,9 +57,6 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-
-
-
 def original_name(native: str) -> str:
     """Original tensor name of a native one (the inverse of :func:`granite_nar.checkpoints.original_layout.rename_key`)."""
     for pattern, replacement in NATIVE_TO_ORIGINAL:
@@ -86,7 +83,7 @@ def original_tensor_names(
         model = GraniteSpeechNarForCTC(config)
     names: dict[str, tuple[str | None, tuple]] = {}
     for native, tensor in model.state_dict().items():
-        if native == "lm_head.weight":  # tied to the embeddings, not stored (SPEC §6.2)
+        if native == "lm_head.weight":  # tied to the embeddings, not stored (reference_behaviour.md §6.2)
             continue
         names[original_name(native)] = (native, tuple(tensor.shape))
         if native == "model.projector.proj.bias":  # the affines of the LayerNorms around the projector
@@ -130,7 +127,7 @@ _TEXT_FIELDS = (
 
 
 def original_config_dict(config: GraniteSpeechNarConfig, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """The original remote-code ``config.json`` for a native config (field names of SPEC §6.3)."""
+    """The original remote-code ``config.json`` for a native config (field names of docs/reference_behaviour.md §6.3)."""
     enc, proj, text = config.encoder_config, config.projector_config, config.text_config
     if not enc.export_after_self_conditioning:
         raise ValueError("the original layout always exports the self-conditioning layer after the residual.")
@@ -257,7 +254,7 @@ def write_synthetic_original_checkpoint(
     max_shard_size: int | str | None = None,
     old_snapshot: bool = False,
 ) -> Path:
-    """Write a random checkpoint in the original remote-code layout (SPEC §6.2, §6.3) into ``folder``.
+    """Write a random checkpoint in the original remote-code layout (docs/reference_behaviour.md §6.2, §6.3) into ``folder``.
 
     Files: ``config.json`` (original field names, ``auto_map``), ``model.safetensors`` (or shards of at most
     ``max_shard_size`` with ``model.safetensors.index.json``), ``preprocessor_config.json`` (``n_mels``,

@@ -917,7 +917,9 @@ def make_corpus(
         for r in rows[split]:
             ids = tokenizer(r["text"], add_special_tokens=False)["input_ids"]
             ntok.append(len(ids))
-            windows = num_bpe_windows(num_encoder_frames(round(r["duration_sec"] * SAMPLE_RATE)), POOLING_WINDOW)
+            windows = num_bpe_windows(
+                num_encoder_frames(round(r["duration_sec"] * SAMPLE_RATE)), POOLING_WINDOW
+            )
             ctc_infeasible += windows < ctc_symbols_needed(ids)
             max_tokens_per_sec = max(max_tokens_per_sec, len(ids) / r["duration_sec"])
         stats[split] = {

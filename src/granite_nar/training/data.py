@@ -12,7 +12,7 @@ Bad rows never stop a run: they are skipped, counted per reason in a :class:`Man
 few line numbers of each reason are kept so they can be found. A row is bad when its line is not a JSON
 object, its audio file is missing or unreadable, its text is empty, or its audio is too short for its
 transcript: the encoder's BPE CTC emits one symbol per 80 ms window (``ceil(T / 4)`` windows for ``T``
-encoder frames, SPEC §2.3), and a transcript of ``n`` tokens with ``r`` adjacent repeats needs ``n + r``
+encoder frames, docs/reference_behaviour.md §2.3), and a transcript of ``n`` tokens with ``r`` adjacent repeats needs ``n + r``
 windows (a blank must separate repeats). Such rows would only ever contribute a zero (infeasible) loss.
 """
 
@@ -230,7 +230,9 @@ def _parse_row(
         if f.max_label_tokens is not None and len(ids) > f.max_label_tokens:
             return "more tokens than max_label_tokens", None
         if f.check_ctc_fit:
-            windows = num_bpe_windows(num_encoder_frames(int(round(duration * SAMPLING_RATE))), f.pooling_window)
+            windows = num_bpe_windows(
+                num_encoder_frames(int(round(duration * SAMPLING_RATE))), f.pooling_window
+            )
             if ctc_symbols_needed(ids) > windows:
                 return "audio too short for its transcript", None
     return None, ManifestRow(audio_path, text, duration, line_no, record)

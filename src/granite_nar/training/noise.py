@@ -2,7 +2,7 @@
 
 The editor sees the CTC draft in insertion slots and is trained with CTC towards the reference. If every
 training draft were already correct, copying would be optimal and the editor would learn nothing beyond
-the identity (the copy loss of SPEC §5.2 pushes it there too). With a well-trained encoder, drafts on the
+the identity (the copy loss of docs/reference_behaviour.md §5.2 pushes it there too). With a well-trained encoder, drafts on the
 *training* set are nearly perfect, so the editor rarely sees the kind of errors it meets on new audio.
 :class:`DraftNoise` makes errors on purpose: each draft token is substituted, deleted or followed by an
 inserted token with the given probabilities, and with probability ``reference_prob`` the draft is replaced

@@ -1,6 +1,6 @@
 """Fine-tuning Granite Speech NAR with transformers' ``Trainer``.
 
-The training objective (SPEC §5) is::
+The training objective (docs/reference_behaviour.md §5) is::
 
     L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc
 
@@ -13,7 +13,7 @@ The training objective (SPEC §5) is::
 * ``w_edit`` (``edit_loss_weight``, 1 in the model) can be set to 0 to train the encoder alone; the
   editor is then not run at all.
 
-One optional term is not in SPEC §5: ``λ_char · L_char``, CTC of the encoder's mid-layer character head
+One optional term is not in docs/reference_behaviour.md §5: ``λ_char · L_char``, CTC of the encoder's mid-layer character head
 (the self-conditioning head, blank = index 0) towards the transcript's characters, at the 20 ms frame
 rate, divided by the number of frames. The released encoder carries this head because it was trained
 with such a loss; training an encoder from scratch converges much faster with it (docs/training.md).

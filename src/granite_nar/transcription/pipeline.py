@@ -2,7 +2,7 @@
 
 transformers' own ``AutomaticSpeechRecognitionPipeline`` cannot drive this model: it treats every
 ``AutoModelForCTC`` model as a frame-level CTC model (one forward pass, ``argmax`` over per-frame logits),
-whereas this one drafts with its encoder's CTC head and then edits with ``generate`` (SPEC §4), and its
+whereas this one drafts with its encoder's CTC head and then edits with ``generate`` (docs/reference_behaviour.md §4), and its
 forward pass returns packed slot logits of the whole batch. It also reads files with ffmpeg, resamples
 with torchaudio and calls feature extractors with arguments this one does not take. So this module
 provides its own small :class:`~transformers.Pipeline` subclass, which the standard factory uses when
@@ -36,7 +36,7 @@ class GraniteSpeechNarPipeline(Pipeline):
     Inputs: a path to an audio file (wav, flac, ogg; read with soundfile, resampled with soxr, downmixed),
     the file's bytes, a 1-D (or ``(channels, samples)``) waveform at 16 kHz, or a dict ``{"array" | "raw":
     waveform, "sampling_rate": rate}`` as ``datasets`` yields; or a list of those. ``batch_size=`` batches
-    them (utterances do not influence each other in a batch, SPEC §11.3).
+    them (utterances do not influence each other in a batch, docs/reference_behaviour.md §11.3).
 
     Call parameters: ``num_editing_steps`` (default 1) and ``return_drafts`` (adds the CTC draft as
     ``"draft"``). Output: ``{"text": str}`` per input.
@@ -66,7 +66,9 @@ class GraniteSpeechNarPipeline(Pipeline):
         rate = self.feature_extractor.sampling_rate
         wave = prepare_waveform(inputs, target_rate=rate)
         features = self.feature_extractor(wave, sampling_rate=rate)
-        return {key: features[key] for key in ("input_features", "input_features_mask")}  # (1, T, 160), (1, T)
+        return {
+            key: features[key] for key in ("input_features", "input_features_mask")
+        }  # (1, T, 160), (1, T)
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], num_editing_steps: int = 1) -> dict[str, Any]:
         features = model_inputs["input_features"].to(self.model.dtype)  # (B, T, 160), padded by the collator

@@ -7,7 +7,7 @@
                      └─ results back in input order
 
 Files are read batch by batch, so a long list of files never sits in memory as waveforms at once.
-Utterances do not influence each other inside a batch (SPEC §11.3), so sorting changes nothing but speed.
+Utterances do not influence each other inside a batch (docs/reference_behaviour.md §11.3), so sorting changes nothing but speed.
 """
 
 from __future__ import annotations
