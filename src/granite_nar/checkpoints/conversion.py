@@ -1,6 +1,6 @@
 """Convert the original (remote-code) checkpoint to the native layout, and prove the result (docs/reference_behaviour.md §6, §11.1).
 
-The conversion is the direct load path (:func:`granite_nar.checkpoints.loading.load_original_checkpoint`: rename
+The conversion is the direct load path (:func:`granite_nar.checkpoints.loading.load_original_if_original`: rename
 tables, strict shape check on ``meta``, identity check before dropping the projector LayerNorm affines,
 tied-head check), followed by ``save_pretrained``, the processor files in native names, a strict reload
 of what was written, and a numeric comparison of the reload against the directly loaded model.
@@ -27,7 +27,7 @@ from safetensors import safe_open
 from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
-from .loading import load_original_checkpoint, resolve_checkpoint_folder
+from .loading import resolve_checkpoint_folder
 from .original_layout import (
     DROPPED_IDENTITY_NORMS,
     convert_config_dict,
@@ -193,9 +193,8 @@ def convert_checkpoint(
     dropped_norms = sorted(name for name in inventory if DROPPED_IDENTITY_NORMS.match(name))
     has_head = "language_model.lm_head.weight" in inventory
 
-    model = load_original_checkpoint(
-        source, GraniteSpeechNarForCTC, dtype=target, attn_implementation="sdpa"
-    )  # the direct path
+    # The direct path: the same load as GraniteSpeechNarForCTC.from_pretrained(original folder).
+    model = GraniteSpeechNarForCTC.from_pretrained(source, dtype=target, attn_implementation="sdpa").eval()
     times["load"] = time.perf_counter() - start
 
     partial = output.with_name(f".{output.name}.partial")

@@ -24,7 +24,7 @@ from .original_layout import (
 __all__ = [
     "resolve_checkpoint_folder",
     "read_safetensors",
-    "load_original_checkpoint",
+    "load_original_if_original",
     "is_original_checkpoint",
     "checkpoint_dtype",
 ]
@@ -132,50 +132,16 @@ def checkpoint_dtype(state_dict: dict[str, torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.get) if counts else torch.float32
 
 
-def build_from_state_dict(model_cls, config, state_dict, dtype=None, device="cpu"):
-    """Build ``model_cls(config)`` on the meta device and assign ``state_dict`` with a strict check.
+def load_original_if_original(model_cls, name_or_path, model_args: tuple, kwargs: dict):
+    """``model_cls.from_pretrained(name_or_path, ...)`` for an original-layout checkpoint, else ``None``.
 
-    ``state_dict`` holds native names of the full model (``model.*``); for a base model class, which has
-    no ``model.`` prefix, the prefix is removed.
-    """
-    with torch.device("meta"):
-        model = model_cls(config)
-    prefix = f"{model.base_model_prefix}."
-    if not any(key.startswith(prefix) for key in model.state_dict()):
-        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-    tied = {"lm_head.weight"} if hasattr(model, "lm_head") else set()
-    check_state_dict(model, state_dict, tied)
-    model.load_state_dict(state_dict, strict=False, assign=True)
-    if dtype is not None:
-        model = model.to(dtype=dtype)
-    # After the cast, so that the RoPE frequencies stay fp32 (docs/reference_behaviour.md §9.11), as in a native from_pretrained.
-    model.materialize_buffers(device)
-    model.tie_weights()
-    model = model.to(device=device)
-    return model.eval()
-
-
-def load_original_checkpoint(
-    folder: str | Path, model_cls, dtype=None, device="cpu", attn_implementation=None
-):
-    """Load a folder in the original remote-code layout into ``model_cls`` (a native class), without remote code."""
-    folder = Path(folder)
-    config = model_cls.config_class(**convert_config_dict(read_config(folder)))
-    if attn_implementation is not None:
-        config._attn_implementation = attn_implementation
-        config.text_config._attn_implementation = attn_implementation
-    state_dict = convert_state_dict(read_safetensors(folder))
-    if dtype is None:  # "auto": keep the checkpoint's dtype, one dtype for the whole model
-        dtype = checkpoint_dtype(state_dict)
-    return build_from_state_dict(model_cls, config, state_dict, dtype=dtype, device=device)
-
-
-def load_original_if_original(model_cls, name_or_path, kwargs: dict):
-    """``model_cls`` loaded from ``name_or_path`` if that is an original-layout checkpoint, else ``None``.
-
-    The one seam between ``from_pretrained`` and the original layout: native checkpoints go on to
-    transformers' own loader, which must never see an original one (it would leave every weight randomly
-    initialised).
+    The one seam between ``from_pretrained`` and the original layout. An original folder is mapped to
+    native names here (config through :meth:`GraniteSpeechNarConfig.from_dict`, tensors through
+    :func:`convert_state_dict`), checked strictly, and then handed to transformers' own loader as a
+    ``config`` and a ``state_dict``, so every ``from_pretrained`` argument (``device_map``, ``dtype``,
+    ``config=``, config overrides, ``output_loading_info``, ``attn_implementation`` …) means exactly what it
+    means for a native folder. Native checkpoints return ``None`` and go to transformers directly; an
+    original one must never reach it unmapped (every weight would stay randomly initialised).
     """
     hub_kwargs = {k: kwargs.get(k) for k in ("revision", "cache_dir", "local_files_only", "token")}
     try:
@@ -185,14 +151,52 @@ def load_original_if_original(model_cls, name_or_path, kwargs: dict):
         folder = resolve_config_folder(name_or_path, **hub_kwargs)
     if folder is None or not is_original_checkpoint(folder):
         return None
-    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
-    device_map = kwargs.get("device_map")
-    return load_original_checkpoint(
-        folder,
-        model_cls=model_cls,
-        dtype=None if dtype == "auto" else dtype,
-        device=device_map if isinstance(device_map, (str, torch.device)) else "cpu",
-        attn_implementation=kwargs.get("attn_implementation"),
+    kwargs = dict(kwargs)
+    state_dict = convert_state_dict(read_safetensors(folder))
+    config = kwargs.pop("config", None)
+    if config is None:
+        config_kwargs = {
+            k: kwargs.pop(k) for k in list(kwargs) if _is_config_field(model_cls.config_class, k)
+        }
+        config = model_cls.config_class(**{**convert_config_dict(read_config(folder)), **config_kwargs})
+    elif not isinstance(config, model_cls.config_class):
+        config = model_cls.config_class.from_pretrained(config)
+    with torch.device("meta"):
+        skeleton = model_cls(config)
+    prefix = f"{skeleton.base_model_prefix}."
+    expected = state_dict
+    if not any(key.startswith(prefix) for key in skeleton.state_dict()):
+        expected = {k.removeprefix(prefix): v for k, v in state_dict.items()}
+    check_state_dict(skeleton, expected, {"lm_head.weight"} if hasattr(skeleton, "lm_head") else set())
+    del skeleton
+    dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
+    if dtype is None or dtype == "auto":  # keep the checkpoint's dtype, one dtype for the whole model
+        dtype = checkpoint_dtype(state_dict)
+    kwargs.update(local_files_only=True)  # everything is read already; the folder is not a Hub id
+    for key in ("revision", "cache_dir", "token", "force_download", "subfolder"):
+        kwargs.pop(key, None)
+    return model_cls.from_pretrained(  # name None: transformers' loader, with our config and state dict
+        None, *model_args, config=config, state_dict=state_dict, dtype=dtype, **kwargs
     )
+
+
+def _is_config_field(config_class, name: str) -> bool:
+    """Whether ``name`` is a field of ``config_class`` (a config override passed to ``from_pretrained``)."""
+    fields = getattr(config_class, "__dataclass_fields__", {})
+    return name in fields and not name.startswith(("_", "base_")) and name not in _NOT_OVERRIDES
+
+
+# Config dataclass fields that are not overrides when passed to from_pretrained.
+_NOT_OVERRIDES = {
+    "encoder_config",
+    "projector_config",
+    "text_config",
+    "dtype",
+    "model_type",
+    "transformers_version",
+    "architectures",
+    "sub_configs_defaults",
+    "extra_config_files",
+    "extra_files",
+    "attribute_map",
+}

@@ -1,9 +1,11 @@
 """The original (remote-code) checkpoint layout and its mapping to the native layout (docs/reference_behaviour.md §6).
 
 The Hub checkpoint ``ibm-granite/granite-speech-4.1-2b-nar`` stores its weights under the remote
-code's module names and its config under the remote code's field names. Everything needed to read it
-without that code is here: two rename tables (tensors, config fields), the checks that make dropping
-tensors safe, and a strict loader.
+code's module names and its config under the remote code's field names. This module is the one place
+that knows those names: the rename tables (tensors, config fields, feature-extractor fields), the
+functions that apply them to a config dict or a state dict, and the checks that make dropping tensors
+safe. It works on plain dicts and tensors and imports no model code; reading folders and building a
+model is :mod:`granite_nar.checkpoints.loading`.
 """
 
 from __future__ import annotations

@@ -174,12 +174,15 @@ class GraniteSpeechNarPreTrainedModel(GraniteSpeechAudioPreTrainedModel):
         """Load a native checkpoint, or one in the original remote-code layout (mapped on the fly).
 
         Works offline from a local folder or the local Hub cache. The original layout is recognised by
-        its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …)
-        and loaded without ``trust_remote_code``.
+        its config (``encoder_layer_indices``, ``auto_map``, ``text_config.model_type == "granite"`` …),
+        mapped to native names and loaded without ``trust_remote_code``; every ``from_pretrained`` argument
+        then means what it means for a native folder (see
+        :func:`granite_nar.checkpoints.loading.load_original_if_original`).
         """
-        model = load_original_if_original(cls, pretrained_model_name_or_path, kwargs)
-        if model is not None:
-            return model
+        if pretrained_model_name_or_path is not None:
+            model = load_original_if_original(cls, pretrained_model_name_or_path, model_args, kwargs)
+            if model is not None:
+                return model
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
 
