@@ -6,7 +6,8 @@
 
 Steps (library code in :mod:`granite_nar.checkpoints.conversion`, docs/reference_behaviour.md §6, §11.1):
 
-1. config fields mapped with the tables below; a field the tables do not know raises;
+1. config fields mapped with the tables of :mod:`granite_nar.checkpoints.original_layout` (print them with
+   ``--show-mapping``); a field the tables do not know raises;
 2. tensors renamed with ``STATE_DICT_RENAMES``; the model is built on ``meta`` and the renamed state dict is
    assigned after a strict check (every missing, unexpected or mis-shaped tensor is named);
 3. the projector LayerNorm affines (``DROPPED_IDENTITY_NORMS``) are dropped only after checking that they

@@ -9,7 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from granite_nar.testing.synthetic_speech import EspeakNotFoundError, RenderParams, grammar_vocabulary, synthesize, write_wav
+from granite_nar.testing.synthetic_speech import (
+    EspeakNotFoundError,
+    RenderParams,
+    grammar_vocabulary,
+    synthesize,
+    write_wav,
+)
 
 DEMO_TEXT = "the red cat sees two small dogs"
 DEMO_PARAMS = RenderParams(voice="en-us", rate=160, pitch=50, lead_silence=0.2, trail_silence=0.2)
