@@ -195,8 +195,26 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         return_tensors: str | TensorType | None = "pt",
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
     ) -> BatchFeature:
         """Features and frame mask for one waveform or a batch of waveforms.
+
+        The standard feature-extractor arguments keep their transformers meaning, with lengths counted in
+        encoder frames (20 ms, 320 samples), the unit of the returned features:
+
+        * ``padding``: ``True`` / ``"longest"`` (default) pads to the longest utterance; ``"max_length"`` pads to
+          ``max_length`` frames; ``False`` / ``"do_not_pad"`` is allowed only when no padding is needed (one
+          utterance, or equal lengths), since a batch tensor cannot hold ragged rows.
+        * ``truncation=True`` with ``max_length``: each waveform is cut to ``max_length * 320`` samples
+          *before* its features are computed, so a truncated utterance gets exactly the features of the
+          shorter clip (the per-utterance normalisation sees only what is kept).
+        * ``pad_to_multiple_of``: the frame dimension is padded up to a multiple of it.
+        * ``return_attention_mask``: ``False`` leaves out ``input_features_mask`` (the model then takes
+          every frame as valid); ``True`` or ``None`` returns it.
 
         Args:
             raw_speech: one waveform (1-D numpy array, torch tensor or list of floats; float samples or
@@ -234,12 +252,29 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors.value!r}")
         device = torch.device("cpu") if device is None else torch.device(device)
 
+        padding = _check_padding(padding, max_length, truncation, pad_to_multiple_of)
         waves = [w.to(device) for w in _validate_batch(raw_speech, dtype)]
+        if truncation:
+            waves = [w[: max_length * SAMPLES_PER_ENCODER_FRAME] for w in waves]
         # One utterance at a time: measured as fast as batching equal lengths on CPU, and trivially
         # batch-invariant (benchmarks/bench_feature_extraction.py).
         features = [self.extract(wave) for wave in waves]  # B × (T_b, 160)
         lengths = torch.tensor([f.shape[0] for f in features], device=device)  # (B,)
         max_frames = int(lengths.max())
+        if padding == "max_length":
+            if max_frames > max_length:
+                raise ValueError(
+                    f"an utterance has {max_frames} frames, more than max_length={max_length}; pass "
+                    "truncation=True to cut it, or a larger max_length"
+                )
+            max_frames = max_length
+        elif padding == "do_not_pad" and len(set(lengths.tolist())) > 1:
+            raise ValueError(
+                f"padding=False cannot batch utterances of different lengths ({sorted(set(lengths.tolist()))} "
+                "frames); use padding=True (the mask marks the padding) or pass them one at a time"
+            )
+        if pad_to_multiple_of:
+            max_frames = -(max_frames // -pad_to_multiple_of) * pad_to_multiple_of
         batch = torch.full(
             (len(features), max_frames, self.frame_stacking * self.feature_size),
             float(self.padding_value),
@@ -251,9 +286,37 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         mask = lengths_to_mask(lengths, max_frames)  # (B, T)
 
         data = {"input_features": batch, "input_features_mask": mask}
+        if return_attention_mask is False:
+            del data["input_features_mask"]
         if return_tensors == TensorType.NUMPY:
             data = {key: value.cpu().numpy() for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+def _check_padding(
+    padding: bool | str, max_length: int | None, truncation: bool, pad_to_multiple_of: int | None
+) -> str:
+    """The padding strategy as ``"longest"``, ``"max_length"`` or ``"do_not_pad"``; bad combinations raise."""
+    strategies = {True: "longest", False: "do_not_pad", "longest": "longest", "max_length": "max_length"}
+    strategies["do_not_pad"] = "do_not_pad"
+    if not isinstance(padding, (bool, str)) or padding not in strategies:
+        raise ValueError(
+            f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}"
+        )
+    padding = strategies[padding]
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(
+            f"max_length must be a positive number of encoder frames (20 ms each), got {max_length!r}"
+        )
+    if padding == "max_length" and max_length is None:
+        raise ValueError("padding='max_length' needs max_length (in encoder frames, 20 ms each)")
+    if truncation and max_length is None:
+        raise ValueError("truncation=True needs max_length (in encoder frames, 20 ms each)")
+    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+        raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+    if padding == "do_not_pad" and pad_to_multiple_of:
+        raise ValueError("pad_to_multiple_of needs padding; it cannot be combined with padding=False")
+    return padding
 
 
 def _validate_batch(raw_speech: Any, dtype: torch.dtype) -> list[torch.Tensor]:

@@ -227,9 +227,13 @@ class GraniteSpeechNarConfig(PreTrainedConfig):
     """
 
     model_type = "granite_speech_nar"
-    # Only the text config selects an attention backend; listing the others here would make transformers
-    # try to set one on them too.
-    sub_configs = {"text_config": GraniteSpeechNarTextConfig}
+    # attn_implementation reaches every sub-config: the editor, the encoder's block attention and the
+    # Q-Former's cross-attention each choose their backend from it.
+    sub_configs = {
+        "encoder_config": GraniteSpeechNarEncoderConfig,
+        "projector_config": GraniteSpeechNarProjectorConfig,
+        "text_config": GraniteSpeechNarTextConfig,
+    }
     _component_configs = {
         "encoder_config": GraniteSpeechNarEncoderConfig,
         "projector_config": GraniteSpeechNarProjectorConfig,

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..lengths import num_bpe_windows
@@ -22,9 +25,19 @@ from .configuration_granite_speech_nar import GraniteSpeechNarEncoderConfig
 
 __all__ = [
     "GraniteSpeechNarEncoder",
+    "GraniteSpeechNarEncoderPreTrainedModel",
     "GraniteSpeechNarEncoderOutput",
     "relative_distances",
 ]
+
+
+def _feature_mask(input_features_mask: torch.Tensor | None, attention_mask: torch.Tensor | None):
+    """``input_features_mask``, or ``attention_mask`` (its conventional name for audio models); not both."""
+    if attention_mask is None:
+        return input_features_mask
+    if input_features_mask is not None and not torch.equal(input_features_mask.bool(), attention_mask.bool()):
+        raise ValueError("input_features_mask and attention_mask disagree; pass one of them.")
+    return attention_mask
 
 
 def relative_distances(context_size: int, max_pos_emb: int, device=None) -> torch.Tensor:
@@ -88,6 +101,7 @@ class GraniteSpeechNarConformerAttention(nn.Module):
     def __init__(self, config: GraniteSpeechNarEncoderConfig):
         super().__init__()
         inner_dim = config.dim_head * config.num_heads
+        self.config = config
         self.context_size = config.context_size
         self.num_heads = config.num_heads
         self.dim_head = config.dim_head
@@ -128,8 +142,14 @@ class GraniteSpeechNarConformerAttention(nn.Module):
         if invalid_keys.any():
             pos_attn = pos_attn.masked_fill(invalid_keys, -torch.finfo(pos_attn.dtype).max)
 
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=pos_attn, scale=self.scale)
+        if self.config._attn_implementation == "eager":
+            weights = (torch.matmul(query, key.transpose(-1, -2)) * self.scale + pos_attn).softmax(dim=-1)
+            out = torch.matmul(weights, value)  # (B * nb, H, C, d)
+        else:
+            # sdpa's math kernel, as the reference runs it; flash and the other fused kernels take no additive
+            # bias of this shape, so every other backend choice runs this path too.
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(query, key, value, attn_mask=pos_attn, scale=self.scale)
         out = out.transpose(1, 2).reshape(bsz, num_blocks * self.context_size, -1)  # (B, nb * C, H * d)
         return self.dropout(self.to_out(out[:, :num_frames]))
 
@@ -173,7 +193,7 @@ class GraniteSpeechNarConformerConvModule(nn.Module):
         return self.dropout(self.down_conv(hidden_states).transpose(1, 2))  # (B, T, D)
 
 
-class GraniteSpeechNarConformerBlock(nn.Module):
+class GraniteSpeechNarConformerBlock(GradientCheckpointingLayer):
     """Macaron conformer block: ½FF, attention, convolution, ½FF, LayerNorm."""
 
     def __init__(self, config: GraniteSpeechNarEncoderConfig):
@@ -198,16 +218,50 @@ class GraniteSpeechNarConformerBlock(nn.Module):
         return self.post_norm(hidden_states)
 
 
-class GraniteSpeechNarEncoder(nn.Module):
+class GraniteSpeechNarEncoderPreTrainedModel(PreTrainedModel):
+    """Loading, saving and initialisation of the encoder on its own (like transformers' ``GraniteSpeechCTCEncoder``)."""
+
+    config: GraniteSpeechNarEncoderConfig
+    config_class = GraniteSpeechNarEncoderConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_features"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GraniteSpeechNarConformerBlock"]
+    # The block attention adds a relative-position bias: "sdpa" runs sdpa's math kernel on it (the
+    # reference's computation), "eager" the same formula by hand; flash kernels take no such bias, so a
+    # flash choice made for the editor leaves the encoder on the sdpa path.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """The block attention reads ``config._attn_implementation`` at every call, so ``set_attn_implementation``
+        takes effect at once (transformers' source heuristic cannot see that)."""
+        return True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        if isinstance(module, GraniteSpeechNarEncoder):
+            init.copy_(
+                module.attention_dists,
+                relative_distances(module.config.context_size, module.config.max_pos_emb),
+            )
+
+
+class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
     """Conformer encoder with self-conditioned character CTC and posterior-weighted pooling.
 
     Input ``(B, T, input_dim)`` stacked log-mel frames (20 ms each) and a ``(B, T)`` mask; output
     the projector input (concatenated hidden states) and the pooled 80 ms windows for the BPE head.
+    A model class of its own: ``from_pretrained`` / ``save_pretrained``, gradient checkpointing and the
+    attention backend work on the encoder alone.
     """
 
     def __init__(self, config: GraniteSpeechNarEncoderConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.register_buffer(
             "attention_dists", relative_distances(config.context_size, config.max_pos_emb), persistent=False
         )
@@ -218,19 +272,33 @@ class GraniteSpeechNarEncoder(nn.Module):
         self.out = nn.Linear(config.hidden_dim, config.output_dim)
         self.out_mid = nn.Linear(config.output_dim, config.hidden_dim)
         self.pred_dropout = nn.Dropout(config.pred_dropout)
-        self.gradient_checkpointing = False
+        self.post_init()
 
     def forward(
         self,
         input_features: torch.Tensor,
         input_features_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-    ) -> GraniteSpeechNarEncoderOutput:
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+    ) -> GraniteSpeechNarEncoderOutput | tuple:
         """Args:
         input_features: ``(B, T, input_dim)``.
         input_features_mask: ``(B, T)`` bool, True on valid frames; ``None`` means all valid.
+            ``attention_mask`` is accepted as its conventional name.
+        output_hidden_states, return_dict: default to the config's values.
         """
         config = self.config
+        input_features_mask = _feature_mask(input_features_mask, attention_mask)
+        if output_attentions:
+            raise ValueError(
+                "output_attentions is not supported: the block attention's weights are never materialised "
+                "per layer for output (it runs in one fused call per block)."
+            )
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
         bsz, num_frames, _ = input_features.shape
         if input_features_mask is None:
             input_features_mask = torch.ones(bsz, num_frames, dtype=torch.bool, device=input_features.device)
@@ -244,12 +312,8 @@ class GraniteSpeechNarEncoder(nn.Module):
         blank_prob = None
         char_logits = None
         for idx, layer in enumerate(self.layers, start=1):
-            if self.gradient_checkpointing and self.training:
-                hidden_states = torch.utils.checkpoint.checkpoint(
-                    layer, hidden_states, self.attention_dists, frame_mask, conv_mask, use_reentrant=False
-                )
-            else:
-                hidden_states = layer(hidden_states, self.attention_dists, frame_mask, conv_mask)
+            # A GradientCheckpointingLayer: checkpointed with gradient_checkpointing_kwargs when enabled.
+            hidden_states = layer(hidden_states, self.attention_dists, frame_mask, conv_mask)
             if idx == config.self_conditioning_layer:
                 if not config.export_after_self_conditioning and idx in config.cat_hidden_layers:
                     exported[idx] = hidden_states
@@ -265,7 +329,7 @@ class GraniteSpeechNarEncoder(nn.Module):
 
         projector_input = torch.cat([*(exported[i] for i in config.cat_hidden_layers), hidden_states], dim=-1)
         pooled, pooled_lengths = self.pool(hidden_states, blank_prob, frame_mask)
-        return GraniteSpeechNarEncoderOutput(
+        out = GraniteSpeechNarEncoderOutput(
             last_hidden_state=hidden_states,
             projector_input=projector_input,
             pooled_hidden_states=pooled,
@@ -273,6 +337,7 @@ class GraniteSpeechNarEncoder(nn.Module):
             char_logits=char_logits,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
         )
+        return out if return_dict else out.to_tuple()
 
     def pool(
         self, hidden_states: torch.Tensor, blank_prob: torch.Tensor, frame_mask: torch.Tensor

@@ -24,7 +24,7 @@ from .configuration_granite_speech_nar import GraniteSpeechNarConfig
 from .ctc import build_slots, check_labels, ctc_collapse, ctc_greedy_decode, nar_losses
 from .modeling_audio import GraniteSpeechAudioPreTrainedModel, check_input_features, project_audio
 from .modeling_editor import GraniteSpeechNarEditor, PackedSequences
-from .modeling_encoder import GraniteSpeechNarEncoder
+from .modeling_encoder import GraniteSpeechNarEncoder, _feature_mask
 from .modeling_projector import GraniteSpeechNarProjector
 
 __all__ = [
@@ -159,6 +159,22 @@ class GraniteSpeechNarGenerateOutput(ModelOutput):
         return self.draft_ids
 
 
+# Arguments transformers' own machinery passes to every model (Trainer, common tests); accepted and unused.
+_IGNORED_FORWARD_KWARGS = {"num_items_in_batch", "use_cache"}
+
+
+def _check_forward_kwargs(name: str, kwargs: dict) -> None:
+    """Refuse what ``forward`` cannot honour instead of silently ignoring it."""
+    if kwargs.get("output_attentions"):
+        raise ValueError(
+            f"{name}: output_attentions is not supported: the editor attends over packed utterances with "
+            "fused kernels and never materialises attention weights."
+        )
+    unknown = sorted(k for k in kwargs if k not in _IGNORED_FORWARD_KWARGS and k != "output_attentions")
+    if unknown:
+        raise TypeError(f"{name} got unexpected arguments: {unknown}.")
+
+
 def _renamed(old: str, new: str) -> None:
     warnings.warn(f"`{old}` is deprecated; use `{new}`.", FutureWarning, stacklevel=3)
 
@@ -168,6 +184,42 @@ class GraniteSpeechNarPreTrainedModel(GraniteSpeechAudioPreTrainedModel):
     config_class = GraniteSpeechNarConfig
     base_model_prefix = "model"
     _no_split_modules = ["GraniteSpeechNarConformerBlock", "GraniteSpeechNarEditorLayer"]
+
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Embedding:
+        """Resize the editor's vocabulary *and* the encoder's BPE head, which share one vocabulary.
+
+        The editor's embeddings (and the tied output head) are resized by transformers; ``out_bpe`` keeps its
+        old rows, and new rows start at the mean of the old ones (weight and bias), so a new token is
+        neither favoured nor ruled out by the draft. ``text_config.vocab_size`` and
+        ``encoder_config.vocabulary_size`` stay equal, so the result saves and loads back. Shrinking the
+        vocabulary past the CTC blank is refused.
+        """
+        blank = self.config.blank_token_id
+        if new_num_tokens is not None and new_num_tokens <= blank:
+            raise ValueError(
+                f"cannot resize the vocabulary to {new_num_tokens}: the CTC blank id {blank} must stay inside it."
+            )
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        vocab = embeddings.num_embeddings
+        base = getattr(self, self.base_model_prefix, self)
+        old = base.out_bpe
+        if old.out_features != vocab:
+            new = nn.Linear(old.in_features, vocab, device=old.weight.device, dtype=old.weight.dtype)
+            keep = min(vocab, old.out_features)
+            with torch.no_grad():
+                new.weight[:keep] = old.weight[:keep]
+                new.bias[:keep] = old.bias[:keep]
+                new.weight[keep:] = old.weight.mean(dim=0)
+                new.bias[keep:] = old.bias.mean()
+            base.out_bpe = new
+        self.config.encoder_config.vocabulary_size = vocab
+        self.config.text_config.vocab_size = vocab
+        return embeddings
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -280,7 +332,9 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
         if len(audio) != len(token_ids):
             raise ValueError(f"got audio for {len(audio)} utterances but {len(token_ids)} token sequences.")
         embed = self.language_model.embed_tokens
-        device = embed.weight.device
+        # The inputs' device, not the embedding weight's: with device_map offloading, weights sit on "meta"
+        # until their module runs.
+        device = audio[0].device if audio else embed.weight.device
         blank = self.config.blank_token_id
         vocab = self.config.text_config.vocab_size
         token_ids = [torch.as_tensor(t, dtype=torch.long, device=device).reshape(-1) for t in token_ids]
@@ -318,15 +372,23 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
         audio_lengths: torch.Tensor | None = None,
         input_ids: Sequence[torch.Tensor] | None = None,
         output_bpe_logits: bool = False,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
         **kwargs,
-    ) -> GraniteSpeechNarModelOutput:
+    ) -> GraniteSpeechNarModelOutput | tuple:
         """Audio → draft → one editing pass.
 
         Either ``input_features`` (the draft comes from the BPE CTC head unless ``input_ids`` overrides
         it) or precomputed ``audio_embeds`` together with ``input_ids`` (a list of collapsed ids per
-        utterance).
+        utterance). ``attention_mask`` is accepted as the conventional name of ``input_features_mask``;
+        ``output_hidden_states`` and ``return_dict`` default to the config's values.
         """
+        _check_forward_kwargs("GraniteSpeechNarModel.forward", kwargs)
+        input_features_mask = _feature_mask(input_features_mask, attention_mask)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_features is None) == (audio_embeds is None):
             raise ValueError("pass exactly one of input_features and audio_embeds.")
         audio = None
@@ -352,7 +414,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             out.audio_embeds = audio.audio_embeds
             out.audio_lengths = audio.audio_lengths
             out.encoder_hidden_states = audio.encoder_hidden_states
-        return out
+        return out if return_dict else out.to_tuple()
 
 
 class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
@@ -396,10 +458,11 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         audio_lengths: torch.Tensor | None = None,
         input_ids: Sequence[torch.Tensor] | None = None,
         output_bpe_logits: bool = False,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
         **kwargs,
-    ) -> GraniteSpeechNarOutput:
+    ) -> GraniteSpeechNarOutput | tuple:
         """One editing pass, and the training losses when ``labels`` are given (docs/reference_behaviour.md §5).
 
         Args:
@@ -415,6 +478,9 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         per-utterance lengths, and the losses.
         """
         cfg = self.config
+        _check_forward_kwargs("GraniteSpeechNarForCTC.forward", kwargs)
+        input_features_mask = _feature_mask(input_features_mask, attention_mask)
+        return_dict = cfg.return_dict if return_dict is None else return_dict
         want_encoder_loss = labels is not None and cfg.encoder_ctc_loss_lambda > 0
         out = self.model(
             input_features=input_features,
@@ -424,6 +490,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             input_ids=input_ids,
             output_bpe_logits=output_bpe_logits or want_encoder_loss,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.slot_logits(out.last_hidden_state)  # (1, ΣS, V)
         seq_lengths = out.seq_lengths.tolist()
@@ -446,7 +513,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
                 encoder_ctc_loss_lambda=cfg.encoder_ctc_loss_lambda,
             )
 
-        return GraniteSpeechNarOutput(
+        output = GraniteSpeechNarOutput(
             loss=None if losses is None else losses.loss,
             ctc_loss=None if losses is None else losses.ctc_loss,
             ce_loss=None if losses is None else losses.ce_loss,
@@ -459,6 +526,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             bpe_lengths=out.bpe_lengths,
             hidden_states=out.hidden_states,
         )
+        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def generate(
@@ -485,6 +553,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         Returns one 1-D LongTensor of token ids per utterance, or a
         :class:`GraniteSpeechNarGenerateOutput` with ``return_dict_in_generate=True``.
         """
+        input_features_mask = _feature_mask(input_features_mask, kwargs.pop("attention_mask", None))
         if kwargs:
             raise TypeError(f"generate() got unexpected arguments: {sorted(kwargs)}.")
         if num_editing_steps < 0:

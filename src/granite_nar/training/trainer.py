@@ -107,7 +107,12 @@ def compute_nar_losses(
             drafts = draft_noise.sample_drafts(audio.bpe_logits, audio.bpe_lengths.tolist(), blank)
         if draft_noise is not None and draft_noise.enabled:
             drafts = draft_noise(drafts, labels, label_lengths)
-        edited = base(audio_embeds=audio.audio_embeds, audio_lengths=audio.audio_lengths, input_ids=drafts)
+        edited = base(
+            audio_embeds=audio.audio_embeds,
+            audio_lengths=audio.audio_lengths,
+            input_ids=drafts,
+            return_dict=True,
+        )
     char_logits = None
     if char_ctc_loss_lambda > 0:
         # (ΣT, C): the valid frames of the mid-layer character head's logits, utterance after utterance.
