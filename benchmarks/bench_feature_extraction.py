@@ -29,7 +29,9 @@ GOLDEN = ROOT / "tests" / "fixtures" / "frontend" / "golden_features.safetensors
 
 def load_numpy_reference():
     """The test oracle (numpy float64, transformers' HTK filter bank), kept in one place."""
-    spec = importlib.util.spec_from_file_location("_fe_tests", ROOT / "tests" / "test_feature_extraction.py")
+    spec = importlib.util.spec_from_file_location(
+        "_fe_tests", ROOT / "tests" / "audio" / "test_feature_extraction.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.numpy_reference

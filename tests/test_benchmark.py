@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from nar_vs_ar import (
     DECODERS,
     MIXED_DURATIONS,

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from testers import DEMO_WAV
 
 from granite_nar import load_audio, transcribe
 from granite_nar.cli import main
 from granite_nar.testing.demo import make_random_demo_model
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_WAV = REPO / "examples" / "audio" / "demo.wav"
 
 
 @pytest.fixture(scope="module")

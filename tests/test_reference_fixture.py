@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import FIXTURES
+from testers import FIXTURES
 
 from granite_nar import GraniteSpeechNarForCTC
 

@@ -175,9 +175,12 @@ def load_original_if_original(model_cls, name_or_path, model_args: tuple, kwargs
     kwargs.update(local_files_only=True)  # everything is read already; the folder is not a Hub id
     for key in ("revision", "cache_dir", "token", "force_download", "subfolder"):
         kwargs.pop(key, None)
-    return model_cls.from_pretrained(  # name None: transformers' loader, with our config and state dict
+    loaded = model_cls.from_pretrained(  # name None: transformers' loader, with our config and state dict
         None, *model_args, config=config, state_dict=state_dict, dtype=dtype, **kwargs
     )
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    model.config._name_or_path = model.name_or_path = str(name_or_path)
+    return loaded
 
 
 def _is_config_field(config_class, name: str) -> bool:

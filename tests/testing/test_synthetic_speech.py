@@ -1,4 +1,5 @@
-"""Synthetic espeak-ng corpus: grammar, tokenizer, rendering and manifests."""
+"""``granite_nar.testing.synthetic_speech``: the synthetic espeak-ng corpus (grammar, tokenizer, rendering and
+manifests)."""
 
 from __future__ import annotations
 

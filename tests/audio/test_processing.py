@@ -1,4 +1,5 @@
-"""GraniteSpeechNarProcessor: the model's length contract, CTC labels, decoding, saving and Auto loading."""
+"""``granite_nar.audio.processing_granite_speech_nar``: GraniteSpeechNarProcessor, the model's length contract,
+CTC labels, decoding, saving and Auto loading."""
 
 import json
 import shutil
@@ -8,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny import FIXTURES, tiny_model
+from testers import FIXTURES, GraniteSpeechNarForCTCModelTester
 from transformers import AutoFeatureExtractor, AutoProcessor
 
 import granite_nar  # noqa: F401  (registers the Auto classes)
@@ -18,9 +19,9 @@ from granite_nar import (
     GraniteSpeechNarProcessor,
     InvalidAudioError,
 )
-from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
-from granite_nar.testing.demo import demo_config
 from granite_nar.lengths import num_audio_tokens, num_bpe_windows, num_encoder_frames
+from granite_nar.testing.demo import demo_config
+from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
 
 ORIGINAL = FIXTURES / "reference_tiny" / "original"
 # 320 = one encoder frame; 1599 has 4 frames but no audio token; 16321 is not a whole number of frames.
@@ -57,7 +58,7 @@ def test_features_and_mask_follow_the_length_helpers(processor):
 def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
     # The contract between processor and model: the mask the processor writes is the length the model
     # uses, so a padded batch gives every utterance exactly what it gets alone.
-    model = tiny_model(seed=0)
+    model = GraniteSpeechNarForCTCModelTester().create_model(seed=0)
     audio = waves(LENGTHS, seed=1)
     batch = processor(audio)
     encoded = model.model.encode_audio(

@@ -1,4 +1,5 @@
-"""Reading audio files: formats, downmixing, resampling, and a clear error for every kind of bad file."""
+"""``granite_nar.audio.io`` and ``granite_nar.audio.waveform``: reading audio files (formats, downmixing,
+resampling, and a clear error for every kind of bad file) and the in-memory waveform helpers."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""Behaviour of the autoregressive counterpart: same parts as the NAR model, correct batching and caching."""
+"""``granite_nar.model.modeling_granite_speech_ar``: the autoregressive counterpart has the same parts as the NAR
+model, and batches and caches correctly."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import inspect
 
 import pytest
 import torch
-from tiny import BLANK, random_features, single, tiny_model
+from testers import BLANK, GraniteSpeechNarForCTCModelTester, single
 from torch import nn
 from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
 
@@ -19,6 +20,7 @@ from granite_nar.model.modeling_granite_speech_ar import (
 )
 from granite_nar.model.modeling_projector import GraniteSpeechNarProjector
 
+model_tester = GraniteSpeechNarForCTCModelTester()
 LENGTHS = [40, 23, 31, 12]  # encoder frames: 8, 4, 6 and 2 audio tokens, mixed on purpose
 
 
@@ -37,13 +39,12 @@ def sharp_ar(seed: int = 0) -> GraniteSpeechArForConditionalGeneration:
     With the released multipliers and 0.02-std weights a tiny model's start token just predicts itself (EOS);
     unit multipliers and 1/sqrt(fan_in) weights make every utterance decode to a different, long sequence.
     """
-    nar = tiny_model(
-        seed,
-        text=dict(
+    nar = GraniteSpeechNarForCTCModelTester(
+        text_kwargs=dict(
             attention_multiplier=1.0, residual_multiplier=1.0, embedding_multiplier=1.0, logits_scaling=1.0
         ),
         scale_projected_embeddings=False,
-    )
+    ).create_model(seed)
     ar = GraniteSpeechArForConditionalGeneration.from_nar(nar).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -74,7 +75,7 @@ def greedy_without_cache(ar, feats, mask, steps: int) -> torch.Tensor:
 
 # -- same parts as the NAR model ---------------------------------------------------------------------------
 def test_encoder_and_projector_are_the_nar_classes_not_copies():
-    nar = tiny_model()
+    nar = model_tester.create_model()
     ar = GraniteSpeechArForConditionalGeneration.from_nar(nar)
     assert type(ar.encoder) is type(nar.model.encoder) is GraniteSpeechNarEncoder
     assert type(ar.projector) is type(nar.model.projector) is GraniteSpeechNarProjector
@@ -95,7 +96,7 @@ def test_encoder_and_projector_are_the_nar_classes_not_copies():
 
 
 def test_from_nar_copies_every_weight_exactly():
-    nar = tiny_model()
+    nar = model_tester.create_model()
     ar = GraniteSpeechArForConditionalGeneration.from_nar(nar).eval()
     nar_state = nar.state_dict()
     for name, tensor in ar.state_dict().items():
@@ -104,7 +105,7 @@ def test_from_nar_copies_every_weight_exactly():
     assert ar.lm_head.weight is ar.language_model.embed_tokens.weight
     assert isinstance(ar.language_model, nn.Module) and type(ar.language_model).__name__ == "GraniteModel"
 
-    feats, mask = random_features(LENGTHS)
+    feats, mask = model_tester.prepare_features(LENGTHS)
     with torch.no_grad():
         expected = nar.model.encode_audio(feats, mask)
         audio, audio_lengths = ar.get_audio_features(feats, mask)
@@ -121,7 +122,7 @@ def test_from_nar_copies_every_weight_exactly():
 
 
 def test_config_keeps_the_nar_sizes_and_registers():
-    nar = tiny_model()
+    nar = model_tester.create_model()
     config = GraniteSpeechArConfig.from_nar_config(nar.config)
     assert config.model_type == "granite_speech_ar"
     assert config.text_config.to_dict() == nar.config.text_config.to_dict()
@@ -132,7 +133,7 @@ def test_config_keeps_the_nar_sizes_and_registers():
 # -- generation -----------------------------------------------------------------------------------------------
 def test_batched_generation_equals_one_by_one():
     ar = sharp_ar()
-    feats, mask = random_features(LENGTHS, seed=3)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=3)
     batch = ar.generate(
         input_features=feats,
         input_features_mask=mask,
@@ -155,7 +156,7 @@ def test_batched_generation_equals_one_by_one():
 
 def test_kv_cache_generation_equals_full_recomputation():
     ar = sharp_ar(seed=1)
-    feats, mask = random_features(LENGTHS, seed=4)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=4)
     cached = ar.generate(input_features=feats, input_features_mask=mask, min_new_tokens=7, max_new_tokens=7)
     with torch.no_grad():
         reference = greedy_without_cache(ar, feats, mask, steps=7)
@@ -164,7 +165,7 @@ def test_kv_cache_generation_equals_full_recomputation():
 
 def test_audio_prompt_is_fed_once_then_the_cache_is_used():
     ar = sharp_ar()
-    feats, mask = random_features(LENGTHS[:2])
+    feats, mask = model_tester.prepare_features(LENGTHS[:2])
     calls = []
 
     def record(module, args, kwargs):
@@ -192,7 +193,7 @@ def test_audio_prompt_is_fed_once_then_the_cache_is_used():
 
 def test_default_length_limit_is_one_token_per_bpe_window():
     ar = sharp_ar()
-    feats, mask = random_features([21])  # ceil(21 / 4) = 6 windows
+    feats, mask = model_tester.prepare_features([21])  # ceil(21 / 4) = 6 windows
     eos = ar.config.text_config.eos_token_id
     out = ar.generate(input_features=feats, input_features_mask=mask, suppress_tokens=[eos])
     assert out.shape[1] == 6 + 1
@@ -200,9 +201,9 @@ def test_default_length_limit_is_one_token_per_bpe_window():
 
 # -- training --------------------------------------------------------------------------------------------------
 def test_loss_equals_hand_computed_cross_entropy():
-    nar = tiny_model(seed=2)
+    nar = model_tester.create_model(seed=2)
     ar = GraniteSpeechArForConditionalGeneration.from_nar(nar).eval()
-    feats, mask = random_features([33, 17], seed=5)
+    feats, mask = model_tester.prepare_features([33, 17], seed=5)
     labels = torch.tensor([[5, 9, 14], [7, -100, -100]])
     out = ar(input_features=feats, input_features_mask=mask, labels=labels)
     same = ar(
@@ -227,8 +228,8 @@ def test_loss_equals_hand_computed_cross_entropy():
 
 
 def test_loss_reaches_every_parameter():
-    ar = GraniteSpeechArForConditionalGeneration.from_nar(tiny_model()).train()
-    feats, mask = random_features([33, 17])
+    ar = GraniteSpeechArForConditionalGeneration.from_nar(model_tester.create_model()).train()
+    feats, mask = model_tester.prepare_features([33, 17])
     ar(
         input_features=feats, input_features_mask=mask, labels=torch.tensor([[1, 2], [3, -100]])
     ).loss.backward()
@@ -237,8 +238,8 @@ def test_loss_reaches_every_parameter():
 
 
 def test_bad_inputs_get_clear_errors():
-    ar = GraniteSpeechArForConditionalGeneration.from_nar(tiny_model()).eval()
-    feats, mask = random_features([20])
+    ar = GraniteSpeechArForConditionalGeneration.from_nar(model_tester.create_model()).eval()
+    feats, mask = model_tester.prepare_features([20])
     with pytest.raises(ValueError, match="labels need input_features"):
         ar(input_ids=torch.tensor([[1]]), labels=torch.tensor([[1]]))
     with pytest.raises(ValueError, match="do not pass it"):
@@ -257,7 +258,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = AutoModelForSpeechSeq2Seq.from_pretrained(tmp_path).eval()
     assert type(loaded) is GraniteSpeechArForConditionalGeneration
     assert loaded.lm_head.weight is loaded.language_model.embed_tokens.weight
-    feats, mask = random_features(LENGTHS[:2], seed=6)
+    feats, mask = model_tester.prepare_features(LENGTHS[:2], seed=6)
     expected = ar.generate(input_features=feats, input_features_mask=mask, max_new_tokens=5)
     assert torch.equal(
         loaded.generate(input_features=feats, input_features_mask=mask, max_new_tokens=5), expected
@@ -265,7 +266,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_built_directly_from_a_config():
-    nar = tiny_model()
+    nar = model_tester.create_model()
     ar = GraniteSpeechArForConditionalGeneration(GraniteSpeechArConfig.from_nar_config(nar.config))
     assert sum(p.numel() for p in ar.parameters()) == sum(
         p.numel() for n, p in nar.named_parameters() if not n.startswith("model.out_bpe")

@@ -1,5 +1,6 @@
-"""Behaviour of the log-mel front end (SPEC §2): golden fixture, an independent numpy reference,
-batch invariance, the N // 320 frame rule, input formats, bad-input errors and config round trips."""
+"""``granite_nar.audio.feature_extraction_granite_speech_nar``: behaviour of the log-mel front end (docs/reference_behaviour.md §2):
+golden fixture, an independent numpy reference, batch invariance, the N // 320 frame rule, input formats,
+bad-input errors and config round trips."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from granite_nar.audio.feature_extraction_granite_speech_nar import (
 )
 from granite_nar.lengths import num_encoder_frames
 
-GOLDEN = Path(__file__).parent / "fixtures" / "frontend" / "golden_features.safetensors"
+# No import from ``testers``: benchmarks/bench_feature_extraction.py loads this file by path (numpy_reference).
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "frontend" / "golden_features.safetensors"
 NUM_GOLDEN = 5
 
 
@@ -45,7 +47,7 @@ def features_of(extractor, wave, **kwargs) -> np.ndarray:
 
 
 def numpy_reference(wave: np.ndarray, max_over_cut_frames: bool = False) -> np.ndarray:
-    """SPEC §2.1 written directly in numpy float64; shares no code with the extractor.
+    """docs/reference_behaviour.md §2.1 written directly in numpy float64; shares no code with the extractor.
 
     ``max_over_cut_frames=True`` takes the maximum before cutting (the AR extractor's order), to show
     that the golden fixture tells the two apart.
@@ -325,7 +327,7 @@ def test_save_and_load_round_trip(extractor, tmp_path):
 
 
 def test_loads_original_config_with_n_mels(extractor, tmp_path):
-    """The Hub checkpoint's preprocessor_config.json (SPEC §1.5) names the bin count n_mels."""
+    """The Hub checkpoint's preprocessor_config.json (docs/reference_behaviour.md §1.5) names the bin count n_mels."""
     original = {
         "feature_extractor_type": "GraniteSpeechNarFeatureExtractor",
         "sampling_rate": 16000,

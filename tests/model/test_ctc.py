@@ -1,13 +1,49 @@
-"""The three training losses (SPEC §5): hand-computed values, and where their gradients go."""
+"""``granite_nar.model.ctc``: greedy collapse and insertion slots against the slow references in
+``granite_nar.testing.reference``, and the three training losses (docs/reference_behaviour.md §5): hand-computed values, and where
+their gradients go."""
 
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import BLANK, random_features, tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from testers import BLANK, GraniteSpeechNarForCTCModelTester
 
-from granite_nar.model.ctc import copy_loss, ctc_loss_from_flat_logits
+from granite_nar.model.ctc import copy_loss, ctc_collapse, ctc_loss_from_flat_logits, insert_slots
+from granite_nar.testing.reference import reference_ctc_collapse, reference_insert_slots
+
+model_tester = GraniteSpeechNarForCTCModelTester()
+
+# -- greedy collapse and insertion slots ---------------------------------------------------------------------
+
+ids_lists = st.lists(st.lists(st.integers(0, 4), max_size=30), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids_lists)
+def test_ctc_collapse_matches_reference(batch):
+    flat = torch.tensor([i for ids in batch for i in ids], dtype=torch.long)
+    fast = ctc_collapse(flat, [len(ids) for ids in batch], blank=4)
+    assert [f.tolist() for f in fast] == [reference_ctc_collapse(ids, blank=4) for ids in batch]
+
+
+def test_ctc_collapse_merges_repeats_before_dropping_blanks():
+    assert ctc_collapse(torch.tensor([1, 1, 0, 1, 2, 2, 0]), [7], blank=0)[0].tolist() == [1, 1, 2]
+    # Utterance boundaries break runs: the second utterance's leading 3 is kept.
+    assert [x.tolist() for x in ctc_collapse(torch.tensor([3, 3, 3]), [2, 1], blank=0)] == [[3], [3]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=12), st.integers(1, 20))
+def test_insert_slots_matches_reference(tokens, minimum):
+    fast = insert_slots(torch.tensor(tokens, dtype=torch.long), blank=10, min_length=minimum)
+    assert fast.tolist() == reference_insert_slots(tokens, blank=10, min_length=minimum)
+    assert reference_ctc_collapse(fast.tolist(), blank=10) == tokens  # slots collapse back to the draft
+
+
+# -- losses ---------------------------------------------------------------------------------------------------
 
 LENGTHS = [40, 27]
 
@@ -53,8 +89,10 @@ def _labels():
 
 
 def test_total_loss_combines_the_components():
-    model = tiny_model(seed=0, ce_loss_lambda=0.5, encoder_ctc_loss_lambda=0.3)
-    feats, mask = random_features(LENGTHS, seed=3)
+    model = GraniteSpeechNarForCTCModelTester(ce_loss_lambda=0.5, encoder_ctc_loss_lambda=0.3).create_model(
+        seed=0
+    )
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=3)
     labels, lengths = _labels()
     out = model(feats, mask, labels=labels, label_lengths=lengths)
     assert all(torch.isfinite(x) and x > 0 for x in (out.ctc_loss, out.ce_loss, out.encoder_ctc_loss))
@@ -74,8 +112,8 @@ def test_total_loss_combines_the_components():
 
 
 def test_no_loss_without_labels_and_no_encoder_logits_kept():
-    model = tiny_model(seed=0)
-    feats, mask = random_features(LENGTHS, seed=4)
+    model = model_tester.create_model(seed=0)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=4)
     out = model(feats, mask)
     assert out.loss is None and out.bpe_logits is None
 
@@ -85,7 +123,7 @@ def _grads(model, **loss_weights):
         setattr(model.config, key, value)
     model.train()
     model.zero_grad()
-    feats, mask = random_features(LENGTHS, seed=5)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=5)
     labels, lengths = _labels()
     model(feats, mask, labels=labels, label_lengths=lengths).loss.backward()
     return {n: p.grad for n, p in model.named_parameters()}
@@ -96,7 +134,7 @@ def _has(grads, prefix):
 
 
 def test_editing_loss_trains_editor_projector_encoder_but_not_the_bpe_head():
-    grads = _grads(tiny_model(seed=0))
+    grads = _grads(model_tester.create_model(seed=0))
     for prefix in (
         "model.language_model.layers",
         "model.projector",
@@ -109,9 +147,9 @@ def test_editing_loss_trains_editor_projector_encoder_but_not_the_bpe_head():
 
 
 def test_encoder_ctc_loss_alone_reaches_only_the_encoder_side():
-    model = tiny_model(seed=0)
+    model = model_tester.create_model(seed=0)
     model.train()
-    feats, mask = random_features(LENGTHS, seed=6)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=6)
     labels, lengths = _labels()
     out = model(feats, mask, labels=labels, label_lengths=lengths, output_bpe_logits=True)
     loss = ctc_loss_from_flat_logits(
@@ -124,8 +162,8 @@ def test_encoder_ctc_loss_alone_reaches_only_the_encoder_side():
 
 
 def test_bad_labels_are_rejected():
-    model = tiny_model(seed=0)
-    feats, mask = random_features(LENGTHS, seed=7)
+    model = model_tester.create_model(seed=0)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=7)
     with pytest.raises(ValueError, match="must not contain the blank"):
         model(feats, mask, labels=torch.tensor([[BLANK], [1]]), label_lengths=torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="labels must be"):
@@ -135,10 +173,10 @@ def test_bad_labels_are_rejected():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    model = tiny_model(seed=0)
+    model = model_tester.create_model(seed=0)
     plain = _grads(model)
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    assert model.model.encoder.gradient_checkpointing
+    assert all(layer.gradient_checkpointing for layer in model.model.encoder.layers)
     checkpointed = _grads(model)
     assert plain.keys() == checkpointed.keys()
     for name, grad in plain.items():

@@ -1,24 +1,37 @@
-"""Behaviour of GraniteSpeechNarForCTC: batching, packing, backends, persistence, bidirectionality."""
+"""``granite_nar.model.modeling_granite_speech_nar``: the behaviour of GraniteSpeechNarForCTC (batching, frame
+arithmetic, backends, editing steps, persistence, Auto classes, input errors, the full-size parameter counts).
+
+The editor's own behaviour inside the model (packing, bidirectionality, isolation) is tested in ``test_editor.py``."""
 
 import pytest
 import torch
-from tiny import BLANK, VOCAB, random_features, single, tiny_model
+from testers import BLANK, VOCAB, GraniteSpeechNarForCTCModelTester, single
 
 from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
 from granite_nar.lengths import num_audio_tokens, num_bpe_windows
-from granite_nar.model.modeling_editor import PackedSequences
+
+model_tester = GraniteSpeechNarForCTCModelTester()
 
 # 12 < one projector window (15); 37 is not a multiple of the 16-frame attention block; 70 spans 5 blocks.
+# (Also the encoder tester's default batch.)
 LENGTHS = [37, 12, 70, 16, 5]
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model(seed=0)
+    return model_tester.create_model(seed=0)
+
+
+def test_model():
+    model_tester.create_and_check_model(*model_tester.prepare_config_and_inputs())
+
+
+def test_generate():
+    model_tester.create_and_check_generate(*model_tester.prepare_config_and_inputs(seed=1))
 
 
 def test_batch_equals_single(model):
-    feats, mask = random_features(LENGTHS, seed=1)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=1)
     batched = model.generate(feats, mask, num_editing_steps=2, return_dict_in_generate=True)
     for b in range(len(LENGTHS)):
         alone = model.generate(single(feats, mask, b), num_editing_steps=2, return_dict_in_generate=True)
@@ -28,14 +41,14 @@ def test_batch_equals_single(model):
 
 
 def test_batch_of_one_without_mask_equals_full_mask(model):
-    feats, mask = random_features([40], seed=2)
+    feats, mask = model_tester.prepare_features([40], seed=2)
     a = model.generate(feats, return_dict_in_generate=True)
     b = model.generate(feats, mask, return_dict_in_generate=True)
     assert torch.equal(a.logits[0], b.logits[0])
 
 
 def test_padding_content_is_ignored(model):
-    feats, mask = random_features(LENGTHS, seed=3)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=3)
     noisy = feats.clone()
     noisy[~mask] = 1e3  # garbage in the padding must not leak into any utterance
     a = model.generate(feats, mask, return_dict_in_generate=True)
@@ -45,7 +58,7 @@ def test_padding_content_is_ignored(model):
 
 
 def test_lengths_follow_frame_arithmetic(model):
-    feats, mask = random_features(LENGTHS, seed=4)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=4)
     audio = model.model.encode_audio(feats, mask, output_bpe_logits=True)
     frames = torch.tensor(LENGTHS)
     assert audio.audio_lengths.tolist() == [num_audio_tokens(t, 5) for t in LENGTHS]
@@ -58,59 +71,16 @@ def test_lengths_follow_frame_arithmetic(model):
 
 
 def test_eager_and_sdpa_agree():
-    feats, mask = random_features(LENGTHS, seed=5)
-    sdpa = tiny_model(seed=7, attn_implementation="sdpa").generate(feats, mask, return_dict_in_generate=True)
-    eager = tiny_model(seed=7, attn_implementation="eager").generate(
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=5)
+    sdpa = model_tester.create_model(seed=7, attn_implementation="sdpa").generate(
+        feats, mask, return_dict_in_generate=True
+    )
+    eager = model_tester.create_model(seed=7, attn_implementation="eager").generate(
         feats, mask, return_dict_in_generate=True
     )
     for a, b in zip(sdpa.logits, eager.logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert [s.tolist() for s in sdpa.sequences] == [s.tolist() for s in eager.sequences]
-
-
-def test_editor_is_bidirectional_and_utterances_are_isolated(model):
-    feats, mask = random_features([40, 33], seed=6)
-    audio = model.model.encode_audio(feats, mask)
-    drafts = [torch.tensor([3, 4, 5, 6]), torch.tensor([7, 8])]
-
-    def slot_logits(token_ids):
-        out = model.model.edit(audio.audio_embeds, audio.audio_lengths, token_ids)
-        return model.slot_logits(out.last_hidden_state)[0].split(out.seq_lengths.tolist())
-
-    with torch.no_grad():
-        base = slot_logits(drafts)
-        later = slot_logits([torch.tensor([3, 4, 5, 9]), drafts[1]])  # change the *last* token of utterance 0
-        other = slot_logits([drafts[0], torch.tensor([7, 1])])
-    # Its *first* slot sees the change (a causal editor would give bit-identical logits there).
-    assert (later[0][0] - base[0][0]).abs().max() > 1e-6
-    torch.testing.assert_close(later[1], base[1], atol=0, rtol=0)  # the other utterance does not
-    torch.testing.assert_close(other[0], base[0], atol=0, rtol=0)
-
-
-def test_packed_attention_never_builds_a_dense_mask(model, monkeypatch):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    seen = []
-    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-
-    def spy(module, q, k, v, mask, **kw):
-        seen.append((q.shape[2], k.shape[2], mask))
-        return original(module, q, k, v, mask, **kw)
-
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", spy)
-    feats, mask = random_features(LENGTHS, seed=8)
-    out = model.generate(feats, mask, return_dict_in_generate=True)
-    audio_lengths = [num_audio_tokens(t, 5) for t in LENGTHS]
-    longest = max(a + s for a, s in zip(audio_lengths, out.seq_lengths.tolist(), strict=True))
-    assert seen and all(m is None and q == k <= longest for q, k, m in seen)
-
-
-def test_packed_sequences_positions_restart():
-    packed = PackedSequences.from_lengths([3, 1, 2])
-    assert packed.position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]
-    assert packed.cu_seqlens.tolist() == [0, 3, 4, 6]
-    with pytest.raises(ValueError, match="at least one row"):
-        PackedSequences.from_lengths([3, 0])
 
 
 def test_two_editing_steps_run_the_encoder_once(model):
@@ -121,7 +91,7 @@ def test_two_editing_steps_run_the_encoder_once(model):
         )
         for name in calls
     ]
-    feats, mask = random_features(LENGTHS, seed=9)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=9)
     out = model.generate(feats, mask, num_editing_steps=2, return_dict_in_generate=True)
     for h in hooks:
         h.remove()
@@ -132,13 +102,13 @@ def test_two_editing_steps_run_the_encoder_once(model):
 
 
 def test_zero_editing_steps_returns_the_draft(model):
-    feats, mask = random_features(LENGTHS, seed=10)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=10)
     out = model.generate(feats, mask, num_editing_steps=0, return_dict_in_generate=True)
     assert [s.tolist() for s in out.sequences] == [s.tolist() for s in out.draft_ids]
 
 
 def test_precomputed_audio_path_matches_features_path(model):
-    feats, mask = random_features(LENGTHS, seed=11)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=11)
     audio = model.model.encode_audio(feats, mask)
     via_features = model.generate(feats, mask)
     via_embeds = model.generate(
@@ -154,9 +124,9 @@ def test_precomputed_audio_path_matches_features_path(model):
 
 
 def test_min_edit_sequence_length_is_a_config_field():
-    feats, mask = random_features([6], seed=12)
+    feats, mask = model_tester.prepare_features([6], seed=12)
     for minimum, expected in [(8, 8), (1, None)]:
-        model = tiny_model(seed=0, min_edit_sequence_length=minimum)
+        model = GraniteSpeechNarForCTCModelTester(min_edit_sequence_length=minimum).create_model(seed=0)
         out = model.generate(feats, mask, return_dict_in_generate=True)
         n = len(out.draft_ids[0])
         assert out.seq_lengths.item() == (max(2 * n + 1, 8) if expected else 2 * n + 1)
@@ -168,7 +138,7 @@ def test_save_load_identical(model, tmp_path):
     assert loaded.lm_head.weight.data_ptr() == loaded.model.language_model.embed_tokens.weight.data_ptr()
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
-    feats, mask = random_features(LENGTHS, seed=13)
+    feats, mask = model_tester.prepare_features(LENGTHS, seed=13)
     a = model.generate(feats, mask, return_dict_in_generate=True)
     b = loaded.eval().generate(feats, mask, return_dict_in_generate=True)
     for x, y in zip(a.logits, b.logits, strict=True):
@@ -176,11 +146,11 @@ def test_save_load_identical(model, tmp_path):
 
 
 def test_bf16_is_kept_on_save_load(tmp_path):
-    model = tiny_model(seed=1).to(torch.bfloat16)
+    model = model_tester.create_model(seed=1).to(torch.bfloat16)
     model.save_pretrained(tmp_path)
     loaded = GraniteSpeechNarForCTC.from_pretrained(tmp_path, dtype="auto")
     assert loaded.dtype == torch.bfloat16
-    feats, mask = random_features([30, 20], seed=14)
+    feats, mask = model_tester.prepare_features([30, 20], seed=14)
     assert [s.tolist() for s in model.generate(feats, mask)] == [
         s.tolist() for s in loaded.generate(feats, mask)
     ]
@@ -189,7 +159,7 @@ def test_bf16_is_kept_on_save_load(tmp_path):
 def test_auto_classes(tmp_path):
     from transformers import AutoConfig, AutoModel, AutoModelForCTC
 
-    model = tiny_model(seed=2)
+    model = model_tester.create_model(seed=2)
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), GraniteSpeechNarConfig)
     assert isinstance(AutoModelForCTC.from_pretrained(tmp_path), GraniteSpeechNarForCTC)
@@ -198,7 +168,7 @@ def test_auto_classes(tmp_path):
 
 
 def test_bad_inputs_get_clear_errors(model):
-    feats, mask = random_features([20, 10], seed=16)
+    feats, mask = model_tester.prepare_features([20, 10], seed=16)
     with pytest.raises(ValueError, match=r"input_features must be \(batch, frames, 160\)"):
         model.generate(feats[0])
     with pytest.raises(ValueError, match="input_features_mask has shape"):
@@ -226,7 +196,7 @@ def test_full_size_parameter_counts_on_meta():
     def count(module):
         return sum(p.numel() for p in module.parameters())
 
-    # SPEC §6.2: encoder + BPE head 543.03 M, projector 79.79 M (79.76 M without the identity
+    # docs/reference_behaviour.md §6.2: encoder + BPE head 543.03 M, projector 79.79 M (79.76 M without the identity
     # LayerNorm affines the native layout drops), language model 1631.75 M, 2.2546 B in all.
     assert count(model.model.encoder) + count(model.model.out_bpe) == 543_029_596
     assert count(model.model.projector) == 79_761_408

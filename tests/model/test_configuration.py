@@ -1,9 +1,16 @@
-"""Configs: released-checkpoint defaults, cross-field validation, JSON round trip, original field names."""
+"""``granite_nar.model.configuration_granite_speech_nar``: released-checkpoint defaults, cross-field validation,
+JSON round trip, original field names; and the model testers, which must give ``tiny_config()``."""
 
 import json
 
 import pytest
-from tiny import FIXTURES, tiny_config
+from testers import (
+    FIXTURES,
+    GraniteSpeechNarEditorModelTester,
+    GraniteSpeechNarEncoderModelTester,
+    GraniteSpeechNarForCTCModelTester,
+    GraniteSpeechNarProjectorModelTester,
+)
 
 from granite_nar import (
     GraniteSpeechNarConfig,
@@ -11,7 +18,7 @@ from granite_nar import (
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
 )
-from granite_nar.checkpoints.original_layout import OriginalLayoutError, convert_config_dict
+from granite_nar.testing import tiny_config
 
 
 def test_defaults_are_the_released_checkpoint():
@@ -110,7 +117,7 @@ def test_inconsistent_fields_name_both_values(kwargs, message):
 
 
 def test_json_round_trip(tmp_path):
-    cfg = tiny_config(ce_loss_lambda=0.25, min_edit_sequence_length=3)
+    cfg = GraniteSpeechNarForCTCModelTester(ce_loss_lambda=0.25, min_edit_sequence_length=3).get_config()
     cfg.save_pretrained(tmp_path)
     loaded = GraniteSpeechNarConfig.from_pretrained(tmp_path)
     for key in ("encoder_config", "projector_config", "text_config"):
@@ -141,12 +148,49 @@ def test_original_config_fields_are_mapped():
     assert cfg.min_edit_sequence_length == 8
 
 
-def test_original_config_with_unknown_field_is_refused():
-    original = json.loads((FIXTURES / "reference_tiny/original/config.json").read_text())
-    original["encoder_config"]["mystery"] = 1
-    with pytest.raises(OriginalLayoutError, match=r"unknown field encoder_config.mystery"):
-        convert_config_dict(original)
-    original = json.loads((FIXTURES / "reference_tiny/original/config.json").read_text())
-    original["llm_config"] = original.pop("text_config")
-    with pytest.raises(OriginalLayoutError, match="99a4df9"):
-        convert_config_dict(original)
+# -- the model testers --------------------------------------------------------------------------------------
+
+THREE_LAYERS = {"num_layers": 3, "cat_hidden_layers": [1, 2], "self_conditioning_layer": 2}
+UNIT_MULTIPLIERS = dict(
+    attention_multiplier=1.0, residual_multiplier=1.0, embedding_multiplier=1.0, logits_scaling=1.0
+)
+
+
+@pytest.mark.parametrize(
+    ("tester_kwargs", "tiny_kwargs"),
+    [
+        ({}, {}),
+        ({"encoder_kwargs": THREE_LAYERS}, {"encoder": THREE_LAYERS}),
+        (
+            {"text_kwargs": UNIT_MULTIPLIERS, "scale_projected_embeddings": False},
+            {"text": UNIT_MULTIPLIERS, "scale_projected_embeddings": False},
+        ),
+        (
+            {
+                "projector_kwargs": {"num_hidden_layers": 2},
+                "ce_loss_lambda": 0.5,
+                "min_edit_sequence_length": 1,
+            },
+            {"projector": {"num_hidden_layers": 2}, "ce_loss_lambda": 0.5, "min_edit_sequence_length": 1},
+        ),
+        (
+            {"vocab_size": 97, "blank_token_id": 96, "pad_token_id": 0},
+            {"vocab_size": 97, "blank_token_id": 96, "pad_token_id": 0},
+        ),
+    ],
+    ids=["defaults", "encoder", "text_and_top_level", "projector", "vocabulary"],
+)
+def test_model_tester_composes_tiny_config(tester_kwargs, tiny_kwargs):
+    """The full-model tester, composed from the sub-testers, gives ``tiny_config()`` field for field."""
+    config = GraniteSpeechNarForCTCModelTester(**tester_kwargs).get_config()
+    expected = tiny_config(**tiny_kwargs)
+    assert config.to_dict() == expected.to_dict()
+    for key in ("encoder_config", "projector_config", "text_config"):
+        assert type(getattr(config, key)) is type(getattr(expected, key))
+
+
+def test_sub_model_testers_give_the_tiny_sub_configs():
+    tiny = tiny_config()
+    assert GraniteSpeechNarEncoderModelTester().get_config().to_dict() == tiny.encoder_config.to_dict()
+    assert GraniteSpeechNarProjectorModelTester().get_config().to_dict() == tiny.projector_config.to_dict()
+    assert GraniteSpeechNarEditorModelTester().get_config().to_dict() == tiny.text_config.to_dict()

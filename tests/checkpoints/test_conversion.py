@@ -1,7 +1,9 @@
-"""Original (remote-code) checkpoints: direct load, conversion to the native layout, and their failures.
+"""``granite_nar.checkpoints.conversion``: original (remote-code) checkpoints converted to the native layout, the
+direct load and the conversion giving the same model, and their failures.
 
-Everything runs on tiny synthetic checkpoints written in the exact original layout (SPEC §6.2, §6.3) and
-on the reference fixture; the full-size name mapping is checked on the ``meta`` device. No network.
+Everything runs on tiny synthetic checkpoints written in the exact original layout (docs/reference_behaviour.md §6.2, §6.3) and
+on the reference fixture. No network. The name mapping itself is tested in ``test_original_layout.py``, the
+direct load path alone in ``test_loading.py``.
 """
 
 from __future__ import annotations
@@ -15,37 +17,21 @@ import huggingface_hub.constants
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from tiny import FIXTURES, tiny_config
-from transformers import AutoModel, AutoModelForCTC
+from safetensors.torch import load_file
+from testers import FIXTURES, REPO, GraniteSpeechNarForCTCModelTester
 
-from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarModel
+from granite_nar import GraniteSpeechNarForCTC
 from granite_nar.checkpoints.conversion import ConversionError, VerificationResult, convert_checkpoint
-from granite_nar.checkpoints.original_layout import (
-    OriginalLayoutError,
-    convert_config_dict,
-    convert_preprocessor_config,
-    rename_key,
-)
-from granite_nar.testing.synthetic_checkpoint import (
-    original_config_dict,
-    original_tensor_names,
-    write_synthetic_original_checkpoint,
-)
+from granite_nar.checkpoints.original_layout import OriginalLayoutError
+from granite_nar.testing.synthetic_checkpoint import write_synthetic_original_checkpoint
 
 REF = FIXTURES / "reference_tiny"
-SCRIPT = Path(__file__).resolve().parents[1] / "conversion" / "convert_granite_speech_nar.py"
-
-
-def _features(lengths, seed=0, dim=160, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(len(lengths), max(lengths), dim, generator=g).to(dtype)
-    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-    return feats, mask
+SCRIPT = REPO / "conversion" / "convert_granite_speech_nar.py"
+model_tester = GraniteSpeechNarForCTCModelTester()
 
 
 def _assert_same_outputs(a, b, lengths=(40, 23), atol=0.0):
-    feats, mask = _features(lengths, dtype=a.dtype)
+    feats, mask = model_tester.prepare_features(lengths, dtype=a.dtype)
     out_a = a.generate(feats, mask, return_dict_in_generate=True)
     out_b = b.generate(feats, mask, return_dict_in_generate=True)
     assert [t.tolist() for t in out_a.draft_ids] == [t.tolist() for t in out_b.draft_ids]
@@ -60,34 +46,10 @@ def _sha(folder: Path) -> dict[str, str]:
     }
 
 
-def _edit_weights(folder: Path, edit) -> None:
-    tensors = load_file(folder / "model.safetensors")
-    edit(tensors)
-    save_file(tensors, folder / "model.safetensors")
-
-
 def _edit_config(folder: Path, edit) -> None:
     config = json.loads((folder / "config.json").read_text())
     edit(config)
     (folder / "config.json").write_text(json.dumps(config))
-
-
-@pytest.fixture(scope="module")
-def tiny_original(tmp_path_factory) -> Path:
-    """A tiny synthetic original-layout checkpoint (single file), written once."""
-    return write_synthetic_original_checkpoint(
-        tmp_path_factory.mktemp("orig") / "tiny", tiny_config(), seed=3
-    )
-
-
-@pytest.fixture
-def original_copy(tiny_original, tmp_path) -> Path:
-    """A private copy to break."""
-    folder = tmp_path / "original"
-    folder.mkdir()
-    for p in tiny_original.iterdir():
-        (folder / p.name).write_bytes(p.read_bytes())
-    return folder
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -153,7 +115,7 @@ def test_converted_fixture_folder_is_native(fixture_converted):
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 def test_direct_load_equals_converted_load(sharded, tmp_path):
     source = write_synthetic_original_checkpoint(
-        tmp_path / "orig", tiny_config(), seed=1, max_shard_size="40KB" if sharded else None
+        tmp_path / "orig", model_tester.get_config(), seed=1, max_shard_size="40KB" if sharded else None
     )
     assert (source / "model.safetensors.index.json").is_file() == sharded
     report = convert_checkpoint(source, tmp_path / "native", max_shard_size="40KB" if sharded else "5GB")
@@ -164,27 +126,6 @@ def test_direct_load_equals_converted_load(sharded, tmp_path):
     _assert_same_outputs(direct, converted)
     for name, tensor in converted.state_dict().items():
         assert torch.equal(tensor, direct.state_dict()[name]), name
-
-
-def test_base_model_loads_the_original_layout(tiny_original):
-    full = GraniteSpeechNarForCTC.from_pretrained(tiny_original)
-    base = GraniteSpeechNarModel.from_pretrained(tiny_original)
-    assert type(base) is GraniteSpeechNarModel
-    assert type(AutoModelForCTC.from_pretrained(tiny_original)) is GraniteSpeechNarForCTC
-    assert type(AutoModel.from_pretrained(tiny_original)) is GraniteSpeechNarModel
-    assert base.state_dict().keys() == full.model.state_dict().keys()
-    feats, mask = _features([40, 23])
-    a, b = full.model(feats, mask), base(feats, mask)
-    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
-
-
-def test_original_config_round_trip():
-    config = tiny_config()
-    back = GraniteSpeechNarConfig(**convert_config_dict(original_config_dict(config)))
-    for key in ("encoder_config", "projector_config", "text_config"):
-        assert getattr(back, key).to_dict() == getattr(config, key).to_dict(), key
-    assert back.blank_token_id == config.blank_token_id
-    assert back.min_edit_sequence_length == config.min_edit_sequence_length
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -230,6 +171,7 @@ BAD_WEIGHTS = {
     ),
 }
 
+
 BAD_CONFIGS = {
     "unknown_top_field": (lambda c: c.__setitem__("use_magic", True), r"unknown field \.use_magic"),
     "unknown_encoder_field": (
@@ -249,9 +191,9 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("load", [_load_direct, _convert], ids=["direct", "convert"])
 @pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
-def test_bad_weights_fail_with_the_tensor_name(case, load, original_copy):
+def test_bad_weights_fail_with_the_tensor_name(case, load, original_copy, edit_weights):
     edit, message = BAD_WEIGHTS[case]
-    _edit_weights(original_copy, edit)
+    edit_weights(original_copy, edit)
     with pytest.raises(OriginalLayoutError, match=message):
         load(original_copy)
     assert not (original_copy.parent / "out").exists()
@@ -266,8 +208,8 @@ def test_bad_config_fails_with_the_field_name(case, load, original_copy):
         load(original_copy)
 
 
-def test_tied_head_equal_to_embeddings_is_accepted(original_copy, tmp_path):
-    _edit_weights(
+def test_tied_head_equal_to_embeddings_is_accepted(original_copy, tmp_path, edit_weights):
+    edit_weights(
         original_copy,
         lambda t: t.__setitem__(
             "language_model.lm_head.weight", t["language_model.model.embed_tokens.weight"].clone()
@@ -280,143 +222,12 @@ def test_tied_head_equal_to_embeddings_is_accepted(original_copy, tmp_path):
 
 @pytest.mark.parametrize("load", [_load_direct, _convert], ids=["direct", "convert"])
 def test_old_snapshot_layout_is_refused_naming_the_revision(load, tmp_path):
-    source = write_synthetic_original_checkpoint(tmp_path / "old", tiny_config(), old_snapshot=True)
+    source = write_synthetic_original_checkpoint(
+        tmp_path / "old", model_tester.get_config(), old_snapshot=True
+    )
     assert "llm_config" in json.loads((source / "config.json").read_text())
     with pytest.raises(OriginalLayoutError, match=r"7d20732d.*revision 99a4df9"):
         load(source)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Full-size name mapping (meta device, no weights)
-
-
-def _spec_original_names() -> dict[str, tuple[int, ...]]:
-    """The 946 names and shapes of SPEC §6.2, written out from the SPEC listing, independently of the code."""
-    names: dict[str, tuple[int, ...]] = {
-        "encoder.input_linear.weight": (1024, 160),
-        "encoder.input_linear.bias": (1024,),
-    }
-    for i in range(16):
-        p = f"encoder.layers.{i}."
-        for ff in ("ff1", "ff2"):
-            names |= {
-                f"{p}{ff}.pre_norm.weight": (1024,),
-                f"{p}{ff}.pre_norm.bias": (1024,),
-                f"{p}{ff}.up_proj.weight": (4096, 1024),
-                f"{p}{ff}.up_proj.bias": (4096,),
-                f"{p}{ff}.down_proj.weight": (1024, 4096),
-                f"{p}{ff}.down_proj.bias": (1024,),
-            }
-        names |= {
-            f"{p}attn.pre_norm.weight": (1024,),
-            f"{p}attn.pre_norm.bias": (1024,),
-            f"{p}attn.to_q.weight": (1024, 1024),
-            f"{p}attn.to_kv.weight": (2048, 1024),
-            f"{p}attn.to_out.weight": (1024, 1024),
-            f"{p}attn.to_out.bias": (1024,),
-            f"{p}attn.rel_pos_emb.weight": (1025, 128),
-            f"{p}conv.norm.weight": (1024,),
-            f"{p}conv.norm.bias": (1024,),
-            f"{p}conv.up_conv.weight": (4096, 1024, 1),
-            f"{p}conv.up_conv.bias": (4096,),
-            f"{p}conv.depth_conv.conv.weight": (2048, 1, 15),
-            f"{p}conv.batch_norm.num_batches_tracked": (),
-            f"{p}conv.down_conv.weight": (1024, 2048, 1),
-            f"{p}conv.down_conv.bias": (1024,),
-            f"{p}post_norm.weight": (1024,),
-            f"{p}post_norm.bias": (1024,),
-        }
-        names |= {
-            f"{p}conv.batch_norm.{k}": (2048,) for k in ("weight", "bias", "running_mean", "running_var")
-        }
-    names |= {
-        "encoder.out.weight": (348, 1024),
-        "encoder.out.bias": (348,),
-        "encoder.out_mid.weight": (1024, 348),
-        "encoder.out_mid.bias": (1024,),
-        "encoder.out_bpe.weight": (100352, 1024),
-        "encoder.out_bpe.bias": (100352,),
-    }
-    names |= {f"projector.layer_norms.{i}.{k}": (1024,) for i in range(4) for k in ("weight", "bias")}
-    names |= {"projector.layer_projector.weight": (2048, 4096), "projector.layer_projector.bias": (2048,)}
-    for j in range(2):
-        p = f"projector.qformer.layers.{j}."
-        names |= {f"{p}{n}.{k}": (2048,) for n in ("attn_norm", "mlp_norm") for k in ("weight", "bias")}
-        for proj in "qkvo":
-            names |= {
-                f"{p}cross_attention.{proj}_proj.weight": (2048, 2048),
-                f"{p}cross_attention.{proj}_proj.bias": (2048,),
-            }
-        names |= {
-            f"{p}mlp.fc1.weight": (4096, 2048),
-            f"{p}mlp.fc1.bias": (4096,),
-            f"{p}mlp.fc2.weight": (2048, 4096),
-            f"{p}mlp.fc2.bias": (2048,),
-        }
-    names |= {
-        "projector.query": (1, 3, 2048),
-        "projector.window_positions": (1, 15, 2048),
-        "projector.out_norm.weight": (2048,),
-        "projector.out_norm.bias": (2048,),
-        "projector.out_linear.weight": (2048, 2048),
-        "projector.out_linear.bias": (2048,),
-    }
-    names["language_model.model.embed_tokens.weight"] = (100352, 2048)
-    for k in range(40):
-        p = f"language_model.model.layers.{k}."
-        names |= {
-            f"{p}input_layernorm.weight": (2048,),
-            f"{p}self_attn.q_proj.weight": (2048, 2048),
-            f"{p}self_attn.k_proj.weight": (512, 2048),
-            f"{p}self_attn.v_proj.weight": (512, 2048),
-            f"{p}self_attn.o_proj.weight": (2048, 2048),
-            f"{p}post_attention_layernorm.weight": (2048,),
-            f"{p}mlp.gate_proj.weight": (4096, 2048),
-            f"{p}mlp.up_proj.weight": (4096, 2048),
-            f"{p}mlp.down_proj.weight": (2048, 4096),
-        }
-    names["language_model.model.norm.weight"] = (2048,)
-    return names
-
-
-def test_full_size_original_names_map_one_to_one_onto_native_names():
-    spec = _spec_original_names()
-    by_part = {
-        part: sum(n.startswith(part) for n in spec) for part in ("encoder.", "projector.", "language_model.")
-    }
-    assert len(spec) == 946 and by_part == {"encoder.": 536, "projector.": 48, "language_model.": 362}
-
-    generated = original_tensor_names(GraniteSpeechNarConfig())  # from the native model on meta
-    assert {name: shape for name, (_, shape) in generated.items()} == spec
-
-    with torch.device("meta"):
-        model = GraniteSpeechNarForCTC(GraniteSpeechNarConfig())
-    native = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    mapped = {name: rename_key(name) for name in spec}
-    dropped = sorted(name for name, target in mapped.items() if target is None)
-    # 4 per-layer norms + out_norm + 2 Q-Former layers x (attn_norm, mlp_norm), each weight and bias.
-    assert len(dropped) == (4 + 1 + 2 * 2) * 2 == 18
-    assert all(".layer_norms." in n or ".out_norm." in n or "_norm." in n for n in dropped)
-    kept = {name: target for name, target in mapped.items() if target is not None}
-    assert len(set(kept.values())) == len(kept) == 946 - 18 == 928  # one-to-one
-    assert set(kept.values()) == set(native)
-    assert all(spec[name] == native[target] for name, target in kept.items())
-    assert sum(".batch_norm." in n for n in native) == 16 * 5  # BatchNorm statistics travel as tensors too
-
-    spot = {
-        "encoder.out_bpe.weight": "model.out_bpe.weight",
-        "encoder.layers.15.conv.depth_conv.conv.weight": "model.encoder.layers.15.conv.depth_conv.conv.weight",
-        "projector.layer_projector.bias": "model.projector.proj.bias",
-        "projector.out_linear.weight": "model.projector.qformer.linear.weight",
-        "projector.query": "model.projector.qformer.queries",
-        "projector.window_positions": "model.projector.qformer.pos_emb",
-        "projector.qformer.layers.1.cross_attention.o_proj.bias": "model.projector.qformer.layers.1.cross_attn.o_proj.bias",
-        "projector.qformer.layers.0.mlp.fc2.weight": "model.projector.qformer.layers.0.mlp.fc2.weight",
-        "language_model.model.layers.39.mlp.down_proj.weight": "model.language_model.layers.39.mlp.down_proj.weight",
-        "language_model.model.embed_tokens.weight": "model.language_model.embed_tokens.weight",
-        "language_model.lm_head.weight": "lm_head.weight",
-    }
-    assert {name: rename_key(name) for name in spot} == spot
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -463,7 +274,9 @@ def test_failed_verification_keeps_nothing_at_the_output(tiny_original, tmp_path
 
 
 def test_bf16_checkpoint_stays_bf16(tmp_path):
-    source = write_synthetic_original_checkpoint(tmp_path / "orig", tiny_config(), dtype=torch.bfloat16)
+    source = write_synthetic_original_checkpoint(
+        tmp_path / "orig", model_tester.get_config(), dtype=torch.bfloat16
+    )
     report = convert_checkpoint(source, tmp_path / "native")
     # Same bf16 weights and fp32 RoPE frequencies on both sides, so the logits agree exactly.
     assert report.dtype == torch.bfloat16 and report.verification.max_abs_logit_diff == 0.0
@@ -487,72 +300,13 @@ def test_bf16_checkpoint_stays_bf16(tmp_path):
     }
 
 
-def test_dtype_argument_of_the_direct_path(tiny_original):
-    bf16 = GraniteSpeechNarForCTC.from_pretrained(tiny_original, dtype=torch.bfloat16)
-    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
-    assert GraniteSpeechNarForCTC.from_pretrained(tiny_original, dtype="bfloat16").dtype == torch.bfloat16
-    feats, mask = _features([30], dtype=torch.bfloat16)
-    assert len(bf16.generate(feats, mask)) == 1
-
-
-def test_mixed_dtype_checkpoint_loads_in_its_dominant_dtype(original_copy):
-    def mixed(tensors):
-        for name in list(tensors):
-            if tensors[name].is_floating_point():
-                keep_fp32 = ".batch_norm.running_" in name
-                tensors[name] = tensors[name].to(torch.float32 if keep_fp32 else torch.bfloat16)
-
-    _edit_weights(original_copy, mixed)
-    model = GraniteSpeechNarForCTC.from_pretrained(original_copy)
-    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
-    feats, mask = _features([30], dtype=torch.bfloat16)
-    assert len(model.generate(feats, mask)) == 1
-
-
 # --------------------------------------------------------------------------------------------------------
 # Offline Hub cache
 
 
-def _fake_cache(
-    root: Path,
-    source: Path,
-    repo: str = "org/granite-tiny",
-    commit: str = "0123456789abcdef0123456789abcdef01234567",
-) -> str:
-    """The layout huggingface_hub keeps: models--org--name/{refs/main, snapshots/<commit>/files}."""
-    repo_dir = root / f"models--{repo.replace('/', '--')}"
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for p in source.iterdir():
-        (snapshot / p.name).write_bytes(p.read_bytes())
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    return commit
-
-
-@pytest.mark.parametrize("cls", [GraniteSpeechNarForCTC, GraniteSpeechNarModel])
-def test_repo_id_loads_offline_from_the_hub_cache(cls, tiny_original, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_convert_from_the_offline_hub_cache(tiny_original, tmp_path, monkeypatch, fake_hub_cache):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    commit = _fake_cache(tmp_path / "cache", tiny_original)
-    reference = cls.from_pretrained(tiny_original)
-    # A snapshot folder named by a short revision: snapshot_download refuses it offline but transformers finds
-    # it, and the original layout must still be recognised (not loaded by name into random weights).
-    _fake_cache(tmp_path / "cache", tiny_original, repo="org/short-rev", commit="abc1234")
-    for repo, revision in [
-        ("org/granite-tiny", None),
-        ("org/granite-tiny", commit),
-        ("org/short-rev", "abc1234"),
-    ]:
-        model = cls.from_pretrained(repo, cache_dir=tmp_path / "cache", revision=revision)
-        assert type(model) is cls
-        for name, tensor in reference.state_dict().items():
-            assert torch.equal(model.state_dict()[name], tensor), (revision, name)
-
-
-def test_convert_from_the_offline_hub_cache(tiny_original, tmp_path, monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    _fake_cache(tmp_path / "cache", tiny_original)
+    fake_hub_cache(tmp_path / "cache", tiny_original)
     report = convert_checkpoint(
         "org/granite-tiny", tmp_path / "native", cache_dir=tmp_path / "cache", verify=False
     )
@@ -561,17 +315,6 @@ def test_convert_from_the_offline_hub_cache(tiny_original, tmp_path, monkeypatch
 
 # --------------------------------------------------------------------------------------------------------
 # Processor files
-
-
-def test_preprocessor_config_conversion():
-    original = json.loads((REF / "original" / "preprocessor_config.json").read_text())
-    native = convert_preprocessor_config(original)
-    assert native["feature_size"] == 80 and native["frame_stacking"] == 2
-    assert "n_mels" not in native and "auto_map" not in native
-    with pytest.raises(OriginalLayoutError, match=r"unknown field\(s\) \['dither'\]"):
-        convert_preprocessor_config({**original, "dither": 1.0})
-    with pytest.raises(OriginalLayoutError, match="n_mels=80 and feature_size=128"):
-        convert_preprocessor_config({**original, "feature_size": 128})
 
 
 def test_tokenizer_files_copied_without_auto_map(original_copy, tmp_path):

@@ -1,46 +1,21 @@
-"""transcribe(): batching and sorting never change a transcript; inputs of every kind; per-input errors;
-and the transformers pipeline class giving the same text."""
+"""``granite_nar.transcription.transcribe``: batching and sorting never change a transcript; inputs of every kind;
+per-input errors; loading the model and processor from folders; the random demo model.
+
+The demo model, the speech and ``reference`` (processor + generate directly) come from ``conftest.py``."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import pipeline
+from testers import DEMO_WAV
 
-from granite_nar import GraniteSpeechNarProcessor, InvalidAudioError, load_audio, load_model, transcribe
+from granite_nar import GraniteSpeechNarProcessor, InvalidAudioError, load_audio, transcribe
 from granite_nar.audio import AudioLoadError
 from granite_nar.testing.demo import is_random_demo_model, make_random_demo_model
-from granite_nar.transcription.pipeline import GraniteSpeechNarPipeline
 from granite_nar.transcription.transcribe import ShortAudioWarning, TranscriptionResult
 
-DEMO_WAV = "examples/audio/demo.wav"
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_random_demo_model(tmp_path_factory.mktemp("demo"), num_sentences=300, vocab_size=160)
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return load_model(model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def speech():
-    """The demo sentence cut into pieces of different lengths (real speech, so drafts are not empty)."""
-    wave = load_audio(DEMO_WAV)
-    return [wave[start : start + n] for start, n in [(0, 40000), (3000, 9000), (20000, 16001), (500, 4800)]]
-
-
-def reference(loaded, wave, steps=1):
-    """The transcript and draft of one waveform through processor and generate directly."""
-    model, processor = loaded
-    out = model.generate(**processor(wave), num_editing_steps=steps, return_dict_in_generate=True)
-    return processor.decode(out.sequences[0]), processor.decode(out.draft_ids[0])
-
-
-def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech, monkeypatch):
+def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech, monkeypatch, reference):
     model, processor = loaded
     expected = [reference(loaded, w)[0] for w in speech]
     seen = []
@@ -60,7 +35,7 @@ def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech,
     assert flat == sorted(flat, reverse=True) and sorted(flat) == sorted(len(w) // 320 for w in speech)
 
 
-def test_mixed_inputs_give_the_same_text_as_arrays(loaded, speech, tmp_path):
+def test_mixed_inputs_give_the_same_text_as_arrays(loaded, speech, tmp_path, reference):
     model, processor = loaded
     wave = speech[0]
     path = tmp_path / "a.wav"
@@ -84,7 +59,7 @@ def test_mixed_inputs_give_the_same_text_as_arrays(loaded, speech, tmp_path):
     assert texts[7] == reference(loaded, pcm.astype(np.float32) / 32768)[0]
 
 
-def test_resampled_inputs_match_load_audio(loaded, tmp_path):
+def test_resampled_inputs_match_load_audio(loaded, tmp_path, reference):
     model, processor = loaded
     wave44 = load_audio(DEMO_WAV, sampling_rate=44100)
     path = tmp_path / "44k.wav"
@@ -99,7 +74,7 @@ def test_resampled_inputs_match_load_audio(loaded, tmp_path):
     assert got == [expected] * 3
 
 
-def test_drafts_and_editing_steps(loaded, speech):
+def test_drafts_and_editing_steps(loaded, speech, reference):
     model, processor = loaded
     results = transcribe(
         speech[:2], model=model, processor=processor, num_editing_steps=2, return_drafts=True
@@ -113,7 +88,7 @@ def test_drafts_and_editing_steps(loaded, speech):
     assert [r.text for r in zero] == [r.draft for r in zero] == [r.draft for r in results]
 
 
-def test_bad_inputs_are_reported_per_item_and_the_rest_is_transcribed(loaded, speech, tmp_path):
+def test_bad_inputs_are_reported_per_item_and_the_rest_is_transcribed(loaded, speech, tmp_path, reference):
     model, processor = loaded
     text_file = tmp_path / "notes.wav"
     text_file.write_text("not audio")
@@ -177,7 +152,7 @@ def test_short_audio_policy(loaded, speech):
     assert results[1].ok and results[1].warning is None
 
 
-def test_model_from_a_folder_and_processor_from_the_model(model_dir, loaded, speech):
+def test_model_from_a_folder_and_processor_from_the_model(model_dir, loaded, speech, reference):
     model, processor = loaded
     expected = reference(loaded, speech[1])[0]
     assert transcribe(speech[1], model=str(model_dir)) == [expected]
@@ -208,29 +183,6 @@ def test_progress_bar(loaded, speech, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_transformers_pipeline(model_dir, loaded, speech, tmp_path):
-    asr = pipeline(
-        "automatic-speech-recognition",
-        model=str(model_dir),
-        pipeline_class=GraniteSpeechNarPipeline,
-        device="cpu",
-    )
-    assert isinstance(asr.model, type(loaded[0]))
-    path = tmp_path / "a.wav"
-    sf.write(path, speech[0], 16000, subtype="FLOAT")
-    expected = [reference(loaded, w)[0] for w in speech]
-    assert asr(str(path)) == {"text": expected[0]}
-    outputs = asr(
-        [str(path), speech[1], {"array": speech[2], "sampling_rate": 16000}, speech[3]], batch_size=2
-    )
-    assert [o["text"] for o in outputs] == expected
-    with_draft = asr(speech[1], return_drafts=True, num_editing_steps=0)
-    assert with_draft["text"] == with_draft["draft"] == reference(loaded, speech[1], steps=0)[1]
-    assert asr(path.read_bytes())["text"] == expected[0]
-    with pytest.raises(TypeError, match="return_timestamps"):
-        asr(speech[0], return_timestamps=True)
-
-
 def test_processor_is_loaded_from_a_processor_folder(model_dir, loaded, speech):
     processor = GraniteSpeechNarProcessor.from_pretrained(model_dir)
     assert transcribe(speech[3], model=loaded[0], processor=str(model_dir)) == transcribe(
@@ -238,7 +190,7 @@ def test_processor_is_loaded_from_a_processor_folder(model_dir, loaded, speech):
     )
 
 
-def test_demo_model_is_reproducible_and_reuses_a_tokenizer(model_dir, loaded, speech, tmp_path):
+def test_demo_model_is_reproducible_and_reuses_a_tokenizer(model_dir, loaded, speech, tmp_path, reference):
     from safetensors.torch import load_file
 
     again = make_random_demo_model(tmp_path / "again", tokenizer_dir=model_dir)  # same seed, same tokenizer

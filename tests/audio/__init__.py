@@ -1,0 +1,1 @@
+"""Tests of ``granite_nar.audio``: waveforms, audio files, the feature extractor and the processor."""

@@ -1,0 +1,1 @@
+"""Tests of ``granite_nar.training``: metrics, data, presets, draft noise and the trainer."""

@@ -1,0 +1,93 @@
+"""``granite_nar.training.presets``: each trainable-parameter preset freezes exactly what it says, LoRA adapts only
+the named linear layers, and frozen BatchNorm keeps its statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from testers import GraniteSpeechNarForCTCModelTester
+
+from granite_nar.training import apply_preset, compute_nar_losses, count_parameters
+from granite_nar.training.presets import lora_linear_layers, trainable_parameter_names
+
+model_tester = GraniteSpeechNarForCTCModelTester()
+
+
+def _trainable_parts(model):
+    return {k: t for k, (t, _) in count_parameters(model).parts.items() if t}
+
+
+@pytest.mark.parametrize("preset", ["full", "encoder", "projector", "editor"])
+def test_presets_freeze_exactly_what_they_say(preset):
+    model = model_tester.create_model()
+    totals = {k: n for k, (_, n) in count_parameters(model).parts.items()}
+    _, summary = apply_preset(model, preset, verbose=False)
+    expected = {
+        "full": set(totals),
+        "encoder": {"encoder", "out_bpe"},
+        "projector": {"projector"},
+        "editor": {"editor"},
+    }[preset]
+    assert _trainable_parts(model) == {k: totals[k] for k in expected}
+    assert summary.trainable == sum(totals[k] for k in expected)
+    assert summary.total == sum(totals.values())
+
+
+def test_editor_last_n_trains_the_last_layers_and_final_norm():
+    model = model_tester.create_model()
+    apply_preset(model, "editor_last_n", num_layers=1, verbose=False)
+    names = trainable_parameter_names(model)
+    assert names and all(
+        n.startswith(("model.language_model.layers.1.", "model.language_model.norm.")) for n in names
+    )
+    assert "model.language_model.norm.weight" in names
+    assert not model.model.language_model.embed_tokens.weight.requires_grad
+    with pytest.raises(ValueError, match="num_layers"):
+        apply_preset(model_tester.create_model(), "editor_last_n", num_layers=3, verbose=False)
+
+
+def test_lora_preset_adapts_only_the_named_linear_layers():
+    pytest.importorskip("peft")
+    model = model_tester.create_model()
+    targets = set(lora_linear_layers(model, ["encoder", "editor"]))
+    assert any(".attn.to_q" in t for t in targets) and any(".self_attn.q_proj" in t for t in targets)
+    assert not any("projector" in t for t in targets)
+    wrapped, summary = apply_preset(
+        model, "lora", lora_targets=["encoder", "editor"], lora_rank=2, verbose=False
+    )
+    names = trainable_parameter_names(wrapped)
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    adapted = {n.split(".lora_")[0] for n in names}
+    assert adapted == targets
+    assert summary.parts["projector"][0] == 0 and summary.parts["out_bpe"][0] == 0
+    # Gradients reach the adapters through the wrapped model.
+    feats, mask = model_tester.prepare_features([30, 20], seed=1)
+    losses = compute_nar_losses(
+        wrapped,
+        feats,
+        mask,
+        torch.tensor([[3, 4], [5, 6]]),
+        torch.tensor([2, 2]),
+        encoder_ctc_loss_lambda=1.0,
+    )
+    losses.loss.backward()
+    assert all(p.grad is not None for p in wrapped.parameters() if p.requires_grad)
+
+
+def test_frozen_batch_norm_keeps_its_statistics():
+    model = model_tester.create_model().train()
+    apply_preset(model, "projector", verbose=False)
+    bn = model.model.encoder.layers[0].conv.batch_norm
+    before = bn.running_mean.clone()
+    feats, mask = model_tester.prepare_features([30, 20], seed=2)
+    compute_nar_losses(
+        model, feats, mask, torch.tensor([[3, 4], [5, 6]]), torch.tensor([2, 2])
+    ).loss.backward()
+    assert torch.equal(bn.running_mean, before)
+    # With the encoder trainable, BatchNorm updates its statistics as usual.
+    model = model_tester.create_model().train()
+    apply_preset(model, "full", verbose=False)
+    bn = model.model.encoder.layers[0].conv.batch_norm
+    before = bn.running_mean.clone()
+    compute_nar_losses(model, feats, mask, torch.tensor([[3, 4], [5, 6]]), torch.tensor([2, 2]))
+    assert not torch.equal(bn.running_mean, before)

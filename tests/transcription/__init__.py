@@ -1,0 +1,1 @@
+"""Tests of ``granite_nar.transcription``: ``transcribe()`` and the transformers pipeline."""
