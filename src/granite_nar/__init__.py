@@ -25,6 +25,7 @@ from .model.configuration_granite_speech_nar import (
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
 )
+from .model.modeling_encoder import GraniteSpeechNarEncoder
 from .model.modeling_granite_speech_ar import (
     GraniteSpeechArConfig,
     GraniteSpeechArForConditionalGeneration,
@@ -50,6 +51,7 @@ for _config in (
 ):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
 AutoModel.register(GraniteSpeechNarConfig, GraniteSpeechNarModel, exist_ok=True)
+AutoModel.register(GraniteSpeechNarEncoderConfig, GraniteSpeechNarEncoder, exist_ok=True)
 AutoModelForCTC.register(GraniteSpeechNarConfig, GraniteSpeechNarForCTC, exist_ok=True)
 # The autoregressive counterpart (same encoder and projector, causal LM), like transformers' Granite Speech.
 AutoConfig.register(GraniteSpeechArConfig.model_type, GraniteSpeechArConfig, exist_ok=True)
@@ -68,6 +70,7 @@ __all__ = [
     "GraniteSpeechNarTextConfig",
     "GraniteSpeechNarPreTrainedModel",
     "GraniteSpeechNarModel",
+    "GraniteSpeechNarEncoder",
     "GraniteSpeechNarForCTC",
     "GraniteSpeechNarOutput",
     "GraniteSpeechNarGenerateOutput",
