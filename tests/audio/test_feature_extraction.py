@@ -5,6 +5,7 @@ bad-input errors and config round trips."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def golden() -> dict[str, np.ndarray]:
 
 def features_of(extractor, wave, **kwargs) -> np.ndarray:
     """(T, 160) features of one waveform as float64 numpy."""
-    return extractor(wave, **kwargs)["input_features"][0].double().numpy()
+    return extractor(wave, **{"sampling_rate": 16000, **kwargs})["input_features"][0].double().numpy()
 
 
 # --- independent reference: numpy float64, transformers' filter bank and window ------------------
@@ -94,7 +95,7 @@ def test_matches_golden_alone(extractor, golden, i):
 
 def test_golden_batch_equals_alone(extractor, golden):
     waves = [golden[f"wave.{i}"] for i in range(NUM_GOLDEN)]
-    out = extractor(waves)
+    out = extractor(waves, sampling_rate=16000)
     feats, mask = out["input_features"], out["input_features_mask"]
     lengths = [num_encoder_frames(len(w)) for w in waves]
     assert feats.dtype == torch.float32 and mask.dtype == torch.bool
@@ -102,7 +103,7 @@ def test_golden_batch_equals_alone(extractor, golden):
     assert mask.sum(dim=1).tolist() == lengths
     for i, (wave, length) in enumerate(zip(waves, lengths, strict=True)):
         assert mask[i, :length].all() and not mask[i, length:].any()
-        alone = extractor(wave)["input_features"][0]
+        alone = extractor(wave, sampling_rate=16000)["input_features"][0]
         torch.testing.assert_close(feats[i, :length], alone, rtol=0, atol=1e-6)
         assert (feats[i, length:] == 0).all()
         np.testing.assert_allclose(feats[i, :length].numpy(), golden[f"features.{i}"], rtol=0, atol=1e-4)
@@ -152,7 +153,7 @@ def noise(seed: int, num_samples: int, amplitude: float) -> np.ndarray:
 @settings(max_examples=40, deadline=None)
 @given(num_samples=lengths_st, amplitude=amplitudes_st, seed=seeds_st)
 def test_frame_rule_and_normalisation_range(extractor, num_samples, amplitude, seed):
-    out = extractor(noise(seed, num_samples, amplitude))
+    out = extractor(noise(seed, num_samples, amplitude), sampling_rate=16000)
     feats, mask = out["input_features"][0], out["input_features_mask"][0]
     assert feats.shape == (num_samples // 320, 160)
     assert mask.all() and mask.numel() == num_samples // 320
@@ -204,12 +205,12 @@ def test_samples_reaching_only_cut_frames_never_matter(extractor, num_frames, re
 )
 def test_batch_equals_alone(extractor, waves):
     waves = [noise(seed, n, amplitude) for n, amplitude, seed in waves]
-    out = extractor(waves)
+    out = extractor(waves, sampling_rate=16000)
     lengths = [len(w) // 320 for w in waves]
     assert out["input_features"].shape == (len(waves), max(lengths), 160)
     assert out["input_features_mask"].sum(dim=1).tolist() == lengths
     for b, (wave, length) in enumerate(zip(waves, lengths, strict=True)):
-        alone = extractor(wave)["input_features"][0]
+        alone = extractor(wave, sampling_rate=16000)["input_features"][0]
         torch.testing.assert_close(out["input_features"][b, :length], alone, rtol=0, atol=1e-6)
         assert (out["input_features"][b, length:] == 0).all()
 
@@ -239,18 +240,20 @@ def test_numpy_torch_and_list_inputs_agree(extractor):
     np.testing.assert_array_equal(features_of(extractor, torch.from_numpy(wave)), expected)
     np.testing.assert_array_equal(features_of(extractor, wave.tolist()), expected)
     np.testing.assert_array_equal(features_of(extractor, wave.astype(np.float64)), expected)
-    batch = extractor((wave.tolist(), torch.from_numpy(wave)))["input_features"]
+    batch = extractor((wave.tolist(), torch.from_numpy(wave)), sampling_rate=16000)["input_features"]
     np.testing.assert_array_equal(batch[0].double().numpy(), expected)
     np.testing.assert_array_equal(batch[1].double().numpy(), expected)
 
 
 def test_numpy_output_and_float64(extractor):
     wave = noise(3, 4000, 0.5)
-    out_np = extractor(wave, return_tensors="np")
+    out_np = extractor(wave, sampling_rate=16000, return_tensors="np")
     assert isinstance(out_np["input_features"], np.ndarray) and out_np["input_features"].dtype == np.float32
     assert out_np["input_features_mask"].dtype == np.bool_
-    np.testing.assert_array_equal(out_np["input_features"], extractor(wave)["input_features"].numpy())
-    assert extractor(wave, dtype=torch.float64)["input_features"].dtype == torch.float64
+    np.testing.assert_array_equal(
+        out_np["input_features"], extractor(wave, sampling_rate=16000)["input_features"].numpy()
+    )
+    assert extractor(wave, sampling_rate=16000, dtype=torch.float64)["input_features"].dtype == torch.float64
     assert extractor(wave, sampling_rate=16000)["input_features"].shape == (1, 12, 160)
 
 
@@ -286,13 +289,13 @@ def test_numpy_output_and_float64(extractor):
 )
 def test_bad_input_gets_a_clear_error(extractor, wave, message):
     with pytest.raises(InvalidAudioError, match=message):
-        extractor(wave)
+        extractor(wave, sampling_rate=16000)
 
 
 def test_error_names_the_failing_batch_index(extractor):
     good = noise(0, 4000, 0.1)
     with pytest.raises(ValueError, match=r"^audio\[2\]: 100 samples is shorter"):
-        extractor([good, good, good[:100]])
+        extractor([good, good, good[:100]], sampling_rate=16000)
     with pytest.raises(InvalidAudioError, match=r"^audio\[7\]: .*NaN or inf"):
         validate_waveform(np.full(1000, np.nan), index=7)
 
@@ -302,11 +305,27 @@ def test_wrong_sampling_rate_is_refused(extractor):
         extractor(noise(0, 4000, 0.1), sampling_rate=8000)
 
 
+def test_missing_sampling_rate_warns_like_transformers_extractors(extractor):
+    wave = noise(0, 4000, 0.1)
+    with pytest.warns(UserWarning) as caught:
+        assumed = extractor(wave)
+    assert [str(w.message) for w in caught] == [
+        "GraniteSpeechNarFeatureExtractor was called without sampling_rate, so the audio is assumed to be "
+        "at 16000 Hz; pass sampling_rate=16000 to confirm it, and resample audio at other rates to 16000 Hz "
+        "first (granite_nar.audio.resample_waveform), or the transcript will be wrong"
+    ]
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given = extractor(wave, sampling_rate=16000)
+    assert torch.equal(assumed["input_features"], given["input_features"])
+
+
 def test_bad_call_options(extractor):
     with pytest.raises(ValueError, match=r"dtype must be torch.float32 or torch.float64"):
-        extractor(noise(0, 4000, 0.1), dtype=torch.float16)
+        extractor(noise(0, 4000, 0.1), sampling_rate=16000, dtype=torch.float16)
     with pytest.raises(ValueError, match=r"return_tensors must be 'pt' or 'np'"):
-        extractor(noise(0, 4000, 0.1), return_tensors="tf")
+        extractor(noise(0, 4000, 0.1), sampling_rate=16000, return_tensors="tf")
 
 
 # --- config --------------------------------------------------------------------------------------
@@ -321,9 +340,12 @@ def test_save_and_load_round_trip(extractor, tmp_path):
     assert loaded.to_dict() == custom.to_dict()
     waves = [noise(1, 4000, 0.1), noise(2, 9000, 0.1)]
     torch.testing.assert_close(
-        loaded(waves)["input_features"], custom(waves)["input_features"], rtol=0, atol=0
+        loaded(waves, sampling_rate=16000)["input_features"],
+        custom(waves, sampling_rate=16000)["input_features"],
+        rtol=0,
+        atol=0,
     )
-    assert (loaded(waves)["input_features"][0, 12:] == -1.0).all()
+    assert (loaded(waves, sampling_rate=16000)["input_features"][0, 12:] == -1.0).all()
 
 
 def test_loads_original_config_with_n_mels(extractor, tmp_path):

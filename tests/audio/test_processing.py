@@ -3,13 +3,14 @@ CTC labels, decoding, saving and Auto loading."""
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from testers import FIXTURES, GraniteSpeechNarForCTCModelTester
+from testers import FIXTURES, REPO, GraniteSpeechNarForCTCModelTester
 from transformers import AutoFeatureExtractor, AutoProcessor
 
 import granite_nar  # noqa: F401  (registers the Auto classes)
@@ -24,6 +25,7 @@ from granite_nar.testing.demo import demo_config
 from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
 
 ORIGINAL = FIXTURES / "reference_tiny" / "original"
+TINY_SYNTH = REPO / "examples" / "models" / "tiny-synth"
 # 320 = one encoder frame; 1599 has 4 frames but no audio token; 16321 is not a whole number of frames.
 LENGTHS = [16321, 320, 1599, 1600, 8000, 4817]
 
@@ -60,7 +62,7 @@ def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
     # uses, so a padded batch gives every utterance exactly what it gets alone.
     model = GraniteSpeechNarForCTCModelTester().create_model(seed=0)
     audio = waves(LENGTHS, seed=1)
-    batch = processor(audio)
+    batch = processor(audio, sampling_rate=16000)
     encoded = model.model.encode_audio(
         batch["input_features"], batch["input_features_mask"], output_bpe_logits=True
     )
@@ -70,7 +72,9 @@ def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
 
     batched = model.generate(**batch, num_editing_steps=2, return_dict_in_generate=True)
     for b, wave in enumerate(audio):
-        alone = model.generate(**processor(wave), num_editing_steps=2, return_dict_in_generate=True)
+        alone = model.generate(
+            **processor(wave, sampling_rate=16000), num_editing_steps=2, return_dict_in_generate=True
+        )
         assert batched.draft_ids[b].tolist() == alone.draft_ids[0].tolist()
         assert batched.sequences[b].tolist() == alone.sequences[0].tolist()
         torch.testing.assert_close(batched.logits[b], alone.logits[0], atol=2e-5, rtol=1e-5)
@@ -80,7 +84,7 @@ def test_processor_output_drives_the_model_as_each_utterance_alone(processor):
 @given(length=st.integers(320, 40000), amplitude=st.floats(1e-4, 1.0))
 def test_frame_count_property(processor, length, amplitude):
     wave = (amplitude * np.sin(np.arange(length) * 0.05)).astype(np.float32)
-    mask = processor(wave)["input_features_mask"]
+    mask = processor(wave, sampling_rate=16000)["input_features_mask"]
     assert mask.shape == (1, num_encoder_frames(length)) and bool(mask.all())
 
 
@@ -101,7 +105,9 @@ def test_labels_feed_the_loss_whatever_the_padding(processor, tokenizer):
     torch.manual_seed(0)
     config = demo_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     model = GraniteSpeechNarForCTC(config).eval()
-    batch = processor(waves([9000, 12000], seed=2), text=["a dog", "the cat sees two small dogs"])
+    batch = processor(
+        waves([9000, 12000], seed=2), text=["a dog", "the cat sees two small dogs"], sampling_rate=16000
+    )
     loss = model(**batch).loss
     refilled = batch["labels"].clone()
     refilled[refilled < 0] = 7  # any filler past label_lengths gives the same loss
@@ -119,13 +125,13 @@ def test_input_errors(processor):
     with pytest.raises(ValueError, match="pass audio, text or both"):
         processor()
     with pytest.raises(ValueError, match="2 waveform.*1 transcript"):
-        processor(waves([1600, 1600]), text="a cat")
+        processor(waves([1600, 1600]), text="a cat", sampling_rate=16000)
     with pytest.raises(TypeError, match="string or a list of strings"):
         processor(text=[1, 2])
     with pytest.raises(ValueError, match="expects 16000 Hz"):
         processor(waves([1600])[0], sampling_rate=8000)
     with pytest.raises(InvalidAudioError, match=r"audio\[1\].*shorter than one encoder frame"):
-        processor(waves([1600, 100]))
+        processor(waves([1600, 100]), sampling_rate=16000)
 
 
 def test_decoding_skips_special_tokens_by_default(processor, tokenizer):
@@ -137,8 +143,46 @@ def test_decoding_skips_special_tokens_by_default(processor, tokenizer):
     assert "<|end_of_text|>" in processor.decode(ids + special, skip_special_tokens=False)
 
 
+def test_decoding_removes_the_extra_space_of_a_lone_word_boundary_piece():
+    # The model may emit the lone "▁" piece between words; the tokenizer decodes it to a second space.
+    processor = GraniteSpeechNarProcessor.from_pretrained(TINY_SYNTH)
+    tokenizer = processor.tokenizer
+    lone = tokenizer.convert_tokens_to_ids("▁")
+    assert tokenizer.convert_ids_to_tokens(lone) == "▁"
+    ids = tokenizer("she horses little cup", add_special_tokens=False)["input_ids"]
+    at = tokenizer.convert_ids_to_tokens(ids).index("▁little")
+    between = ids[:at] + [lone] + ids[at:]
+    assert tokenizer.decode(between) == "she horses  little cup"  # what the user saw
+    assert processor.decode(between) == "she horses little cup"
+    at_the_ends = [lone] + between + [lone, lone, tokenizer.eos_token_id]
+    assert processor.decode(torch.tensor(at_the_ends)) == "she horses little cup"
+    assert (
+        processor.batch_decode([torch.tensor(between), np.array(at_the_ends), ids])
+        == ["she horses little cup"] * 3
+    )
+
+
+def test_audio_without_a_sampling_rate_warns_once_naming_the_assumed_rate(processor):
+    wave = waves([3200])[0]
+    with pytest.warns(UserWarning) as caught:
+        assumed = processor(wave)
+    about_rate = [w for w in caught if "sampling_rate" in str(w.message)]
+    assert len(about_rate) == 1, "the processor warns; the feature extractor behind it must not repeat it"
+    assert str(about_rate[0].message) == (
+        "GraniteSpeechNarProcessor was called without sampling_rate, so the audio is assumed to be at "
+        "16000 Hz; pass sampling_rate=16000 to confirm it, and resample audio at other rates to 16000 Hz "
+        "first (granite_nar.audio.resample_waveform), or the transcript will be wrong"
+    )
+    assert about_rate[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given = processor(wave, sampling_rate=16000)
+        processor(text="a cat")  # no audio, nothing to warn about
+    assert torch.equal(assumed["input_features"], given["input_features"])
+
+
 def test_numpy_outputs(processor):
-    out = processor(waves([3200]), text="a cat", return_tensors="np")
+    out = processor(waves([3200]), text="a cat", sampling_rate=16000, return_tensors="np")
     assert isinstance(out["input_features"], np.ndarray) and out["input_features"].shape == (1, 10, 160)
     assert isinstance(out["labels"], np.ndarray) and out["labels"].dtype == np.int64
 
@@ -155,7 +199,10 @@ def test_save_and_load_round_trip(processor, tmp_path):
         assert type(loaded) is GraniteSpeechNarProcessor
         assert loaded.blank_token == "<|pad|>" and loaded.blank_token_id == processor.tokenizer.pad_token_id
         audio = waves([5000, 3000], seed=3)
-        assert torch.equal(loaded(audio)["input_features"], processor(audio)["input_features"])
+        assert torch.equal(
+            loaded(audio, sampling_rate=16000)["input_features"],
+            processor(audio, sampling_rate=16000)["input_features"],
+        )
         text = "the old man feeds the birds"
         assert loaded(text=text)["labels"].tolist() == processor(text=text)["labels"].tolist()
     assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is GraniteSpeechNarFeatureExtractor
@@ -185,7 +232,8 @@ def test_auto_classes_load_the_original_layout_without_remote_code(no_remote_cod
     assert type(extractor) is GraniteSpeechNarFeatureExtractor
     wave = waves([16000])[0]
     assert torch.equal(
-        processor(wave)["input_features"], GraniteSpeechNarFeatureExtractor()(wave)["input_features"]
+        processor(wave, sampling_rate=16000)["input_features"],
+        GraniteSpeechNarFeatureExtractor()(wave, sampling_rate=16000)["input_features"],
     )
 
 

@@ -166,5 +166,5 @@ def test_missing_soundfile_points_to_the_extra(tmp_path, monkeypatch):
     path = tmp_path / "a.wav"
     sf.write(path, tone(440.0, 0.1, RATE), RATE)
     monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile -> ImportError
-    with pytest.raises(ImportError, match=r"pip install 'granite_nar\[audio\]'"):
+    with pytest.raises(ImportError, match=r"pip install soundfile soxr .*pip install -e '\.\[audio\]'"):
         load_audio(path)

@@ -28,7 +28,8 @@ def speech():
 def _reference(loaded, wave, steps=1):
     """The transcript and draft of one waveform through processor and generate directly."""
     model, processor = loaded
-    out = model.generate(**processor(wave), num_editing_steps=steps, return_dict_in_generate=True)
+    inputs = processor(wave, sampling_rate=16000)
+    out = model.generate(**inputs, num_editing_steps=steps, return_dict_in_generate=True)
     return processor.decode(out.sequences[0]), processor.decode(out.draft_ids[0])
 
 

@@ -7,7 +7,7 @@ bytes, arrays and dicts) → ``feature_extraction_granite_speech_nar`` (log-mel 
 
 from .feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from .inputs import prepare_waveform
-from .io import AudioInfo, AudioLoadError, audio_info, decode_audio, load_audio
+from .io import AudioInfo, AudioLoadError, TruncatedAudioWarning, audio_info, decode_audio, load_audio
 from .processing_granite_speech_nar import GraniteSpeechNarProcessor
 from .waveform import InvalidAudioError, downmix, resample_waveform, to_mono, validate_waveform
 
@@ -17,6 +17,7 @@ __all__ = [
     "GraniteSpeechNarFeatureExtractor",
     "GraniteSpeechNarProcessor",
     "InvalidAudioError",
+    "TruncatedAudioWarning",
     "audio_info",
     "decode_audio",
     "downmix",

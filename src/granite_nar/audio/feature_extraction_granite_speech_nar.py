@@ -15,6 +15,7 @@ depend on the rest of the batch (docs/reference_behaviour.md §11.3).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from .waveform import InvalidAudioError, validate_waveform
 __all__ = [
     "GraniteSpeechNarFeatureExtractor",
     "htk_mel_filter_bank",
+    "missing_rate_warning",
 ]
 
 LOG_FLOOR = 1e-10  # power floor before log10 (docs/reference_behaviour.md §2.1)
@@ -220,8 +222,9 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
             raw_speech: one waveform (1-D numpy array, torch tensor or list of floats; float samples or
                 int16 PCM) or a list/tuple of them. 2-D arrays are refused: downmix to mono first and
                 pass a batch as a list.
-            sampling_rate: rate of ``raw_speech``; if given it must equal ``self.sampling_rate``
-                (resample before calling; nothing is resampled here).
+            sampling_rate: rate of ``raw_speech``; it must equal ``self.sampling_rate`` (resample before
+                calling; nothing is resampled here). Without it the audio is assumed to be at
+                ``self.sampling_rate`` and a ``UserWarning`` says so, as transformers' feature extractors do.
             return_tensors: ``"pt"`` (default; ``None`` means the same) or ``"np"``.
             device: where to compute (default: CPU). ``"pt"`` outputs stay on it.
             dtype: computation and output dtype, ``torch.float32`` (default) or ``torch.float64``.
@@ -237,7 +240,11 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
             InvalidAudioError: a waveform is unusable; the message names it by its batch index.
             ValueError: wrong ``sampling_rate``, ``dtype`` or ``return_tensors``.
         """
-        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+        if sampling_rate is None:
+            warnings.warn(
+                missing_rate_warning(type(self).__name__, self.sampling_rate), UserWarning, stacklevel=2
+            )
+        elif sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"audio sampled at {sampling_rate} Hz, but {self.__class__.__name__} expects "
                 f"{self.sampling_rate} Hz; resample first (e.g. granite_nar.audio, or soxr)"
@@ -291,6 +298,15 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         if return_tensors == TensorType.NUMPY:
             data = {key: value.cpu().numpy() for key, value in data.items()}
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+def missing_rate_warning(caller: str, rate: int) -> str:
+    """The warning for audio given to ``caller`` without ``sampling_rate``."""
+    return (
+        f"{caller} was called without sampling_rate, so the audio is assumed to be at {rate} Hz; pass "
+        f"sampling_rate={rate} to confirm it, and resample audio at other rates to {rate} Hz first "
+        "(granite_nar.audio.resample_waveform), or the transcript will be wrong"
+    )
 
 
 def _check_padding(

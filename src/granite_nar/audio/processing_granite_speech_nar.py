@@ -2,11 +2,12 @@
 
 audio ──► GraniteSpeechNarFeatureExtractor ──► input_features (B, T, 160), input_features_mask (B, T)
 text  ──► tokenizer, no special tokens ──────► labels (B, S_max), label_lengths (B,)   (training)
-ids   ◄── tokenizer.decode, special tokens skipped ◄── GraniteSpeechNarForCTC.generate   (inference)
+ids   ◄── tokenizer.decode, special tokens skipped, whitespace collapsed ◄── GraniteSpeechNarForCTC.generate
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,15 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import TensorType
 
-__all__ = ["GraniteSpeechNarProcessor", "LABEL_PADDING_VALUE", "encode_labels", "pad_label_ids"]
+from .feature_extraction_granite_speech_nar import missing_rate_warning
+
+__all__ = [
+    "GraniteSpeechNarProcessor",
+    "LABEL_PADDING_VALUE",
+    "clean_transcript",
+    "encode_labels",
+    "pad_label_ids",
+]
 
 # Label padding: the loss reads ``label_lengths``; a negative filler also marks the padding for code that
 # only looks at ``labels`` (the model's forward, transformers collators), as -100 does everywhere else.
@@ -70,6 +79,8 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
                 or int16 PCM) or a list of them. Files must be read first (:func:`granite_nar.audio.load_audio`).
             text: one transcript or a list of them, one per waveform (or text alone, to build labels only).
             sampling_rate: the audio's rate; checked against the feature extractor's (nothing is resampled).
+                Without it the audio is assumed to be at the feature extractor's rate (16000 Hz) and a
+                ``UserWarning`` says so.
             return_tensors: ``"pt"`` (default) or ``"np"``.
             device, dtype: where and in which precision the features are computed (see the feature extractor).
             label_padding_value: filler of ``labels`` past each ``label_lengths`` entry (default -100).
@@ -94,6 +105,10 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
         return_tensors = TensorType(return_tensors)
         data: dict[str, Any] = {}
         if audio is not None:
+            if sampling_rate is None:
+                rate = self.feature_extractor.sampling_rate
+                warnings.warn(missing_rate_warning(type(self).__name__, rate), UserWarning, stacklevel=2)
+                sampling_rate = rate  # warned once, here
             features = self.feature_extractor(
                 audio, sampling_rate=sampling_rate, return_tensors="pt", device=device, dtype=dtype
             )
@@ -115,14 +130,26 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
         """Transcripts of a batch of token-id sequences (e.g. the list :meth:`generate` returns).
 
         Accepts a list of 1-D tensors / arrays / lists of ids (lengths may differ) or a 2-D tensor.
-        Special tokens (pad, blank/eos) are skipped by default.
+        Special tokens (pad, blank/eos) are skipped by default, and the text is cleaned with
+        :func:`clean_transcript` (one space between words, none at the ends).
         """
         rows = [_ids_list(row) for row in sequences]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens, **kwargs)
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens, **kwargs)
+        return [clean_transcript(text) for text in texts]
 
     def decode(self, token_ids: Any, skip_special_tokens: bool = True, **kwargs) -> str:
-        """Transcript of one token-id sequence; special tokens skipped by default."""
-        return self.tokenizer.decode(_ids_list(token_ids), skip_special_tokens=skip_special_tokens, **kwargs)
+        """Transcript of one token-id sequence; special tokens skipped by default, whitespace cleaned."""
+        text = self.tokenizer.decode(_ids_list(token_ids), skip_special_tokens=skip_special_tokens, **kwargs)
+        return clean_transcript(text)
+
+
+def clean_transcript(text: str) -> str:
+    """Runs of whitespace collapsed to one space, none at the ends.
+
+    A lone word-boundary piece (``▁``) that the model emits between words, or at the start or end, decodes
+    to an extra space; a transcript never means one.
+    """
+    return " ".join(text.split())
 
 
 def encode_labels(

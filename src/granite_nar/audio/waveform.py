@@ -201,6 +201,6 @@ def import_soxr():
         import soxr
     except ImportError as err:
         raise ImportError(
-            f"resampling needs the soxr package ({err}); install the audio extra: pip install 'granite_nar[audio]'"
+            f"resampling needs the soxr package ({err}); pip install soxr (or, from a clone, the audio extra: pip install -e '.[audio]')"
         ) from None
     return soxr

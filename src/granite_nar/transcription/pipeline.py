@@ -3,43 +3,55 @@
 transformers' own ``AutomaticSpeechRecognitionPipeline`` cannot drive this model: it treats every
 ``AutoModelForCTC`` model as a frame-level CTC model (one forward pass, ``argmax`` over per-frame logits),
 whereas this one drafts with its encoder's CTC head and then edits with ``generate`` (docs/reference_behaviour.md §4), and its
-forward pass returns packed slot logits of the whole batch. It also reads files with ffmpeg, resamples
-with torchaudio and calls feature extractors with arguments this one does not take. So this module
-provides its own small :class:`~transformers.Pipeline` subclass, which the standard factory uses when
-asked to::
+forward pass returns packed slot logits of the whole batch: run through that pipeline it returns garbage
+such as ``"<|end_of_text|> the<|end_of_text|> red ..."`` without any error. So this module provides its own
+small :class:`~transformers.Pipeline` subclass::
 
     from transformers import pipeline
-    from granite_nar.transcription.pipeline import GraniteSpeechNarPipeline
+    import granite_nar  # noqa: F401  (registers the model classes; routes the task, see below)
 
-    asr = pipeline("automatic-speech-recognition", model=folder, pipeline_class=GraniteSpeechNarPipeline)
+    asr = pipeline("automatic-speech-recognition", model=folder)
     asr("speech.wav")  # {"text": "..."}
 
-It is not registered for the task name, since that would change ``pipeline("automatic-speech-recognition")``
-for every other model in the process.
+**Routing.** Importing ``granite_nar`` (which imports this module) wraps the task's entry in transformers'
+pipeline registry: ``pipeline("automatic-speech-recognition", model=...)`` builds a
+:class:`GraniteSpeechNarPipeline` when the model is a :class:`~granite_nar.GraniteSpeechNarForCTC`, and
+exactly what it built before (the same class, the same arguments) for every other model. Passing
+``pipeline_class=GraniteSpeechNarPipeline`` explicitly does the same without relying on the routing.
 """
 
 from __future__ import annotations
 
+import importlib
+from numbers import Number
 from typing import Any
 
 import torch
 from transformers import Pipeline
 
-from ..audio.inputs import prepare_waveform
+from ..audio.inputs import is_array_input, missing_rate_error, prepare_waveform
+from ..audio.processing_granite_speech_nar import clean_transcript
+from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 
-__all__ = ["GraniteSpeechNarPipeline"]
+__all__ = ["GraniteSpeechNarPipeline", "route_speech_recognition_task"]
+
+TASK = "automatic-speech-recognition"
 
 
 class GraniteSpeechNarPipeline(Pipeline):
     """Speech recognition with :class:`~granite_nar.GraniteSpeechNarForCTC` through ``transformers.pipeline``.
 
-    Inputs: a path to an audio file (wav, flac, ogg; read with soundfile, resampled with soxr, downmixed),
-    the file's bytes, a 1-D (or ``(channels, samples)``) waveform at 16 kHz, or a dict ``{"array" | "raw":
-    waveform, "sampling_rate": rate}`` as ``datasets`` yields; or a list of those. ``batch_size=`` batches
-    them (utterances do not influence each other in a batch, docs/reference_behaviour.md §11.3).
+    Inputs: a path to an audio file (wav, flac, ogg, mp3; m4a / mp4 / aac with ffmpeg; read with soundfile,
+    resampled with soxr, downmixed), the file's bytes, a dict ``{"array" | "raw": waveform,
+    "sampling_rate": rate}`` as ``datasets`` yields, or a bare 1-D (or ``(channels, samples)``) waveform
+    together with the call parameter ``sampling_rate=``; or a list of those. A bare waveform without a
+    rate is refused, naming ``audio[index]``. ``batch_size=`` batches them (utterances do not influence
+    each other in a batch, docs/reference_behaviour.md §11.3).
 
-    Call parameters: ``num_editing_steps`` (default 1) and ``return_drafts`` (adds the CTC draft as
-    ``"draft"``). Output: ``{"text": str}`` per input.
+    Call parameters: ``num_editing_steps`` (default 1), ``return_drafts`` (adds the CTC draft as
+    ``"draft"``), ``sampling_rate`` (rate of bare waveforms) and ``allow_truncated`` (transcribe the part
+    of a truncated file that is present, with a :class:`~granite_nar.audio.TruncatedAudioWarning`, instead
+    of refusing it). Output: ``{"text": str}`` per input.
     """
 
     _load_processor = False
@@ -48,23 +60,42 @@ class GraniteSpeechNarPipeline(Pipeline):
     _load_feature_extractor = True
     _load_tokenizer = True
 
-    def _sanitize_parameters(self, num_editing_steps=None, return_drafts=None, **kwargs):
+    def __call__(self, inputs: Any = None, *args, **kwargs):
+        own = {k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")}
+        self._sanitize_parameters(**own)  # an unknown parameter is reported first
+        if kwargs.get("sampling_rate") is None:
+            _refuse_bare_arrays(inputs, self.feature_extractor.sampling_rate)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _sanitize_parameters(
+        self, num_editing_steps=None, return_drafts=None, sampling_rate=None, allow_truncated=None, **kwargs
+    ):
         if kwargs:
             raise TypeError(
-                f"{type(self).__name__} does not take {sorted(kwargs)}; it takes num_editing_steps and "
-                "return_drafts (no timestamps, chunking or generation config: editing is not autoregressive)"
+                f"{type(self).__name__} does not take {sorted(kwargs)}; it takes num_editing_steps, "
+                "return_drafts, sampling_rate and allow_truncated (no timestamps, chunking or generation "
+                "config: editing is not autoregressive)"
             )
+        preprocess = {}
+        if sampling_rate is not None:
+            preprocess["sampling_rate"] = int(sampling_rate)
+        if allow_truncated is not None:
+            preprocess["allow_truncated"] = bool(allow_truncated)
         forward = {}
         if num_editing_steps is not None:
             if num_editing_steps < 0:
                 raise ValueError(f"num_editing_steps must be >= 0, got {num_editing_steps}")
             forward["num_editing_steps"] = num_editing_steps
         postprocess = {} if return_drafts is None else {"return_drafts": bool(return_drafts)}
-        return {}, forward, postprocess
+        return preprocess, forward, postprocess
 
-    def preprocess(self, inputs: Any) -> dict[str, torch.Tensor]:
+    def preprocess(
+        self, inputs: Any, sampling_rate: int | None = None, allow_truncated: bool = False
+    ) -> dict[str, torch.Tensor]:
         rate = self.feature_extractor.sampling_rate
-        wave = prepare_waveform(inputs, target_rate=rate)
+        wave = prepare_waveform(
+            inputs, sampling_rate=sampling_rate, target_rate=rate, allow_truncated=allow_truncated
+        )
         features = self.feature_extractor(wave, sampling_rate=rate)
         return {
             key: features[key] for key in ("input_features", "input_features_mask")
@@ -86,12 +117,22 @@ class GraniteSpeechNarPipeline(Pipeline):
     ) -> dict[str, str]:
         def decode(row: torch.Tensor) -> str:
             ids = row[0]
-            return self.tokenizer.decode(ids[ids >= 0].tolist(), skip_special_tokens=True)
+            return clean_transcript(self.tokenizer.decode(ids[ids >= 0].tolist(), skip_special_tokens=True))
 
         result = {"text": decode(model_outputs["sequences"])}
         if return_drafts:
             result["draft"] = decode(model_outputs["drafts"])
         return result
+
+
+def _refuse_bare_arrays(inputs: Any, target_rate: int) -> None:
+    """Refuse a bare waveform (or a list holding one) before any work, naming ``audio[index]``."""
+    if isinstance(inputs, (list, tuple)) and not all(isinstance(x, Number) for x in inputs):
+        for index, value in enumerate(inputs):  # a batch
+            if is_array_input(value):
+                raise missing_rate_error(index, target_rate)
+    elif is_array_input(inputs):
+        raise missing_rate_error(0, target_rate)
 
 
 def _pad_ids(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -101,3 +142,48 @@ def _pad_ids(rows: list[torch.Tensor]) -> torch.Tensor:
     for b, row in enumerate(rows):
         out[b, : len(row)] = row.cpu()
     return out
+
+
+def _resolve(impl: Any) -> type:
+    """A registry ``impl`` (a class or a ``"module.Class"`` string) → the class."""
+    if isinstance(impl, str):
+        module, name = impl.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+    return impl
+
+
+def route_speech_recognition_task() -> None:
+    """Make ``pipeline("automatic-speech-recognition", model=<a GraniteSpeechNarForCTC>)`` build a
+    :class:`GraniteSpeechNarPipeline`, and leave the task as it was for every other model.
+
+    The task's registry entry gets a subclass of its previous class whose constructor hands a
+    Granite Speech NAR model to :class:`GraniteSpeechNarPipeline` and any other model to the previous class
+    (so that one is what other models get, exactly as before). Idempotent; run on import of this module.
+    """
+    from transformers.pipelines import SUPPORTED_TASKS  # the registry's own dict
+
+    entry = SUPPORTED_TASKS.get(TASK)
+    if entry is None or getattr(_resolve(entry["impl"]), "_granite_nar_router", False):
+        return
+    previous = _resolve(entry["impl"])
+
+    def __new__(cls, *args, **kwargs):
+        model = kwargs.get("model", args[0] if args else None)
+        if isinstance(model, GraniteSpeechNarForCTC):
+            return GraniteSpeechNarPipeline(*args, **kwargs)
+        return previous(*args, **kwargs)  # not an instance of cls, so __init__ is not run twice
+
+    router = type(
+        previous.__name__,
+        (previous,),
+        {
+            "__new__": __new__,
+            "__module__": __name__,
+            "__doc__": f"{previous.__name__}, or GraniteSpeechNarPipeline for a GraniteSpeechNarForCTC model.",
+            "_granite_nar_router": True,
+        },
+    )
+    SUPPORTED_TASKS[TASK] = {**entry, "impl": router}
+
+
+route_speech_recognition_task()

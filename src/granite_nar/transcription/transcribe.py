@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..audio.inputs import is_file_input, prepare_waveform
-from ..audio.io import AudioLoadError, audio_info
+from ..audio.io import AudioLoadError, TruncatedAudioWarning, audio_info
 from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
 from ..audio.waveform import InvalidAudioError
 from ..lengths import SAMPLING_RATE, min_samples_for_audio_token
@@ -61,7 +61,8 @@ class TranscriptionResult:
         draft: the encoder's BPE-CTC draft (with ``return_drafts=True``).
         duration_sec: length of the audio at 16 kHz.
         error: why the input could not be transcribed (``None`` when it was).
-        warning: a note about a transcribed input, e.g. audio shorter than one audio token.
+        warning: a note about a transcribed input: audio shorter than one audio token, or a truncated file
+            transcribed with ``allow_truncated=True`` (several notes are joined with ``"; "``).
     """
 
     index: int
@@ -149,15 +150,17 @@ def transcribe(
     on_error: Literal["raise", "skip"] = "raise",
     sampling_rate: int | None = None,
     resample: bool = True,
+    allow_truncated: bool = False,
 ) -> list[str] | list[TranscriptionResult]:
     """Transcribe audio files and/or waveforms.
 
     Args:
         audio_or_paths: one input or a list of them. An input is a path to an audio file (wav, flac, ogg;
-            resampled to 16 kHz and downmixed to mono, see :mod:`granite_nar.audio`), a 1-D waveform (numpy
-            array, torch tensor or list of floats; float in [-1, 1] or int16 PCM), a 2-D ``(channels,
-            samples)`` waveform (averaged to mono), or a ``{"array": ..., "sampling_rate": ...}`` dict as
-            the ``datasets`` library yields.
+            resampled to 16 kHz and downmixed to mono, see :mod:`granite_nar.audio`; m4a / mp4 / aac need
+            ffmpeg), the bytes of such a file, a ``{"array": ..., "sampling_rate": ...}`` dict as the
+            ``datasets`` library yields, or a bare waveform together with ``sampling_rate=``: a 1-D array
+            (numpy array, torch tensor or list of floats; float in [-1, 1] or int16 PCM) or a 2-D
+            ``(channels, samples)`` one (averaged to mono).
         model: a :class:`GraniteSpeechNarForCTC`, a local folder or a Hub id (see :func:`load_model`).
             Load it once with :func:`load_model` when calling this repeatedly.
         processor: the :class:`GraniteSpeechNarProcessor` (or its folder); default: next to the model.
@@ -170,8 +173,14 @@ def transcribe(
             terminal.
         on_error: ``"raise"`` stops at the first bad input with its error; ``"skip"`` transcribes the others
             and reports the bad ones in :attr:`TranscriptionResult.error`.
-        sampling_rate: rate of the in-memory waveforms (default 16000; a dict input carries its own).
+        sampling_rate: rate of the bare in-memory waveforms. Required when there are any: a bare array
+            without it is refused (``audio[index]: an array does not say its sampling rate ...``), since a
+            wrong guess gives a wrong transcript silently. Dict inputs carry their own rate.
         resample: resample audio at another rate with soxr; with ``False`` such audio is an error.
+        allow_truncated: transcribe the audio that is present in a truncated file (its data ends before
+            its header says), with a :class:`~granite_nar.audio.TruncatedAudioWarning` and a note in
+            :attr:`TranscriptionResult.warning`. By default such a file is an error that says how much is
+            missing (with ``on_error="skip"``, an error record).
 
     Returns:
         One entry per input, in input order (a list even for a single input): the transcripts as strings,
@@ -179,7 +188,8 @@ def transcribe(
 
     Raises:
         InvalidAudioError: (with ``on_error="raise"``) a bad input; :class:`~granite_nar.audio.AudioLoadError`,
-            a subclass, for files. The message names the file or ``audio[index]``.
+            a subclass, for files (missing, unreadable, truncated …). The message names the file or
+            ``audio[index]`` and says what to do.
 
     Audio of 320 to 1599 samples (20-100 ms) is transcribed with a :class:`ShortAudioWarning` (the
     result's ``warning``): it has encoder frames but no audio token for the editor. Under 320 samples
@@ -206,7 +216,7 @@ def transcribe(
         item.result.error = str(err)
 
     items = [
-        _prepare(value, index, target_rate, sampling_rate, resample, shortest, fail)
+        _prepare(value, index, target_rate, sampling_rate, resample, allow_truncated, shortest, fail)
         for index, value in enumerate(inputs)
     ]
     pending = sorted((it for it in items if it.result.ok), key=lambda it: -it.num_samples)  # stable
@@ -217,7 +227,7 @@ def transcribe(
         bar.update(len(inputs) - len(pending))  # inputs that already failed
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            ready = [it for it in batch if _load(it, target_rate, resample, shortest, fail)]
+            ready = [it for it in batch if _load(it, target_rate, resample, allow_truncated, shortest, fail)]
             if ready:
                 _run_batch(
                     ready, model, processor, model_device, model_dtype, num_editing_steps, return_drafts
@@ -246,6 +256,7 @@ def _prepare(
     target_rate: int,
     sampling_rate: int | None,
     resample: bool,
+    allow_truncated: bool,
     shortest: int,
     fail: Callable[[_Item, InvalidAudioError], None],
 ) -> _Item:
@@ -265,31 +276,79 @@ def _prepare(
             item.path = item.result.source
             item.num_samples = info.num_samples(target_rate)
         else:
-            _set_wave(item, prepare_waveform(value, index, sampling_rate, target_rate, resample), shortest)
+            wave, notes = _read(value, index, sampling_rate, target_rate, resample, allow_truncated)
+            _set_wave(item, wave, shortest, notes)
     except InvalidAudioError as err:
         fail(item, err)
     return item
 
 
-def _set_wave(item: _Item, wave: torch.Tensor, shortest: int) -> None:
+def _read(
+    value: Any,
+    index: int | None,
+    sampling_rate: int | None,
+    target_rate: int,
+    resample: bool,
+    allow_truncated: bool,
+) -> tuple[torch.Tensor, list[str]]:
+    """:func:`prepare_waveform`, and the :class:`TruncatedAudioWarning` messages it emitted (other warnings
+    pass through)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncatedAudioWarning)
+        wave = prepare_waveform(value, index, sampling_rate, target_rate, resample, allow_truncated)
+    notes = []
+    for caught_warning in caught:
+        if issubclass(caught_warning.category, TruncatedAudioWarning):
+            notes.append(str(caught_warning.message))
+        else:
+            warnings.warn_explicit(
+                caught_warning.message,
+                caught_warning.category,
+                caught_warning.filename,
+                caught_warning.lineno,
+            )
+    return wave, notes
+
+
+def _set_wave(item: _Item, wave: torch.Tensor, shortest: int, notes: Sequence[str] = ()) -> None:
     item.wave = wave.cpu()
     item.num_samples = int(wave.shape[0])
     item.result.duration_sec = item.num_samples / SAMPLING_RATE
+    for note in notes:  # a truncated file transcribed with allow_truncated=True
+        _add_warning(item.result, note)
+        warnings.warn(note, TruncatedAudioWarning, stacklevel=_caller_stacklevel())
     if item.num_samples < shortest:
-        item.result.warning = (
+        note = (
             f"{item.result.source}: {item.num_samples} samples ({1000 * item.num_samples / SAMPLING_RATE:.0f} ms) "
             f"is shorter than one audio token ({shortest} samples, 100 ms); the transcript rests on the CTC "
             "draft alone and is likely empty"
         )
-        warnings.warn(item.result.warning, ShortAudioWarning, stacklevel=4)
+        _add_warning(item.result, note)
+        warnings.warn(note, ShortAudioWarning, stacklevel=_caller_stacklevel())
 
 
-def _load(item: _Item, target_rate: int, resample: bool, shortest: int, fail: Callable) -> bool:
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside this module (the line that
+    called :func:`transcribe`), however deep the helpers and comprehensions in between."""
+    frame, level = sys._getframe(1), 1  # the function that calls warnings.warn
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _add_warning(result: TranscriptionResult, note: str) -> None:
+    result.warning = note if result.warning is None else f"{result.warning}; {note}"
+
+
+def _load(
+    item: _Item, target_rate: int, resample: bool, allow_truncated: bool, shortest: int, fail: Callable
+) -> bool:
     """Read a file input's samples (in-memory inputs are ready); ``False`` if it failed."""
     if item.wave is not None:
         return True
     try:
-        _set_wave(item, prepare_waveform(item.path, target_rate=target_rate, resample=resample), shortest)
+        wave, notes = _read(item.path, None, None, target_rate, resample, allow_truncated)
+        _set_wave(item, wave, shortest, notes)
     except InvalidAudioError as err:
         fail(item, err)
         return False
@@ -305,7 +364,8 @@ def _run_batch(
     num_editing_steps: int,
     return_drafts: bool,
 ) -> None:
-    inputs = processor(audio=[it.wave for it in batch], device=device)
+    rate = processor.feature_extractor.sampling_rate  # prepare_waveform has resampled every input to it
+    inputs = processor(audio=[it.wave for it in batch], sampling_rate=rate, device=device)
     features = inputs["input_features"].to(dtype)  # (B, T, 160)
     out = model.generate(
         features,
