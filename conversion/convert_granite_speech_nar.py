@@ -19,6 +19,10 @@ Steps (library code in :mod:`granite_nar.checkpoints.conversion`, docs/reference
 
 The old ``7d20732d`` snapshot (``llm_config``, 100353-row BPE head, blank at row 0) is refused: use Hub
 revision ``99a4df9`` or later. Converting a folder that is already native is refused.
+
+Every user error (an input that does not exist or is not this checkpoint, an output that exists, an unknown
+config field, a missing, truncated or corrupt weight file, no network for a Hub id, ...) is reported as one
+line on stderr with exit status 1; ``--debug`` shows the traceback instead. Usage errors exit with 2.
 """
 
 from __future__ import annotations
@@ -27,15 +31,21 @@ import argparse
 import resource
 import sys
 
-from granite_nar.checkpoints.conversion import ConversionError, convert_checkpoint, push_to_hub
+from safetensors import SafetensorError
+
+from granite_nar.checkpoints.conversion import convert_checkpoint, push_to_hub
 from granite_nar.checkpoints.original_layout import (
     DROPPED_IDENTITY_NORMS,
     ENCODER_FIELDS,
     PROJECTOR_FIELDS,
     STATE_DICT_RENAMES,
     TOP_FIELDS,
-    OriginalLayoutError,
 )
+
+PROG = "convert_granite_speech_nar.py"
+# User errors: ValueError covers OriginalLayoutError, ConversionError and invalid configs; OSError covers
+# ModelNotFoundError, CheckpointFileError, Hub and file-system errors.
+USER_ERRORS = (ValueError, OSError, SafetensorError)
 
 # The mapping, as applied (first matching rename wins; None = checked, then dropped).
 RENAMES = STATE_DICT_RENAMES
@@ -57,7 +67,7 @@ def mapping_text() -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", help="folder or Hub repo id in the original layout")
     parser.add_argument("--revision", default=None, help="Hub revision of --input (e.g. 99a4df9...)")
     parser.add_argument("--output", help="folder to write (must not exist or be empty)")
@@ -77,10 +87,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     parser.add_argument("--cache-dir", default=None, help="Hub cache folder")
     parser.add_argument("--show-mapping", action="store_true", help="print the rename tables and exit")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     if not args.show_mapping and (args.input is None or args.output is None):
         parser.error("--input and --output are required")
     return args
+
+
+def _error(message) -> int:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 1
 
 
 def main(argv=None) -> int:
@@ -99,13 +115,26 @@ def main(argv=None) -> int:
             verify=not args.no_verify,
             overwrite=args.overwrite,
         )
-    except (OriginalLayoutError, ConversionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        return _error(error)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     print(report)
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if args.push_to_hub:
-        info = push_to_hub(report.output, args.push_to_hub)
+        try:
+            info = push_to_hub(report.output, args.push_to_hub)
+        except USER_ERRORS as error:
+            if args.debug:
+                raise
+            return _error(
+                f"the converted folder {report.output} was written, but uploading it to {args.push_to_hub} "
+                f"failed ({error}); check the repo id and your login (`hf auth login`), then upload the folder "
+                "again (--push-to-hub needs no new conversion: `hf upload REPO FOLDER`)"
+            )
         print(f"pushed to {args.push_to_hub}: {getattr(info, 'commit_url', info)}")
     return 0
 

@@ -1,17 +1,25 @@
-"""The granite-nar command line: output formats, one bad file never stops the others, exit statuses."""
+"""The granite-nar command line: output formats, one bad file never stops the others, exit statuses,
+``--version`` and ``--help`` without torch, ``--threads``, and models that are mistyped, offline or odd."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub
+import huggingface_hub.constants
+import huggingface_hub.utils
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from testers import DEMO_WAV
+from testers import DEMO_WAV, REPO
 
+import granite_nar
+import granite_nar.transcription.transcribe as transcribe_module
 from granite_nar import load_audio, transcribe
 from granite_nar.cli import main
 from granite_nar.testing.demo import make_random_demo_model
@@ -105,7 +113,10 @@ def test_no_resample_refuses_other_rates(model_dir, files, capsys):
     [
         (["transcribe", "x.wav"], "required: --model"),
         (["transcribe", "--model", "m"], "required: FILE"),
-        (["transcribe", "x.wav", "--model", "/no/such/model"], "--model /no/such/model: no such folder"),
+        (
+            ["transcribe", "x.wav", "--model", "/no/such/model"],
+            "--model /no/such/model: no such model folder",
+        ),
         (["transcribe", "x.wav", "--model", "m", "--batch-size", "0"], "must be >= 1"),
         (["transcribe", "x.wav", "--model", "m", "--output", "csv"], "invalid choice"),
         (["transcribe", "x.wav", "--model", "m", "--dtype", "int8"], "invalid choice"),
@@ -157,3 +168,201 @@ def test_installed_console_script(model_dir, files):
     assert records[0]["text"] == expected_text(model_dir, files["good"]) and records[0]["error"] is None
     assert records[1]["text"] is None and "not a readable audio file" in records[1]["error"]
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------------
+# --version, --help, --threads
+
+
+def test_version_is_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"granite-nar {granite_nar.__version__}\n"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.*)"$', pyproject, re.M).group(1) == granite_nar.__version__
+
+
+def test_help_and_version_import_neither_torch_nor_transformers():
+    """``granite-nar --help``, ``--version`` and usage errors (a mistyped --model folder included) answer
+    without the heavy imports (the console script is granite_nar_cli)."""
+    code = (
+        "import sys, granite_nar_cli\n"
+        "for argv in (['--help'], ['transcribe', '--help'], ['--version'], ['transcribe', 'x.wav'],\n"
+        "             ['transcribe', 'x.wav', '-m', 'tiny-synth-nowhere']):\n"
+        "    assert granite_nar_cli.main(argv) in (0, 2), argv\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'granite_nar', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    assert "--threads N" in proc.stdout and "--version" in proc.stdout
+    assert f"granite-nar {granite_nar.__version__}" in proc.stdout
+    assert "required: --model" in proc.stderr
+    assert (
+        "--model tiny-synth-nowhere: no such model folder" in proc.stderr
+    )  # refused before any heavy import
+
+
+def test_console_script_and_python_m_give_the_version():
+    script = Path(sys.executable).parent / "granite-nar"
+    commands = [[sys.executable, "-m", "granite_nar", "--version"]]
+    if script.exists():
+        commands.append([str(script), "--version"])
+    for command in commands:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert (proc.returncode, proc.stdout) == (0, f"granite-nar {granite_nar.__version__}\n"), command
+
+
+def test_threads_sets_torch_threads_during_the_run(model_dir, files, monkeypatch, capsys):
+    seen = []
+    real = transcribe_module.transcribe
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transcribe_module, "transcribe", spy)
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 3
+    assert main(["transcribe", str(files["good"]), "-m", str(model_dir), "--threads", str(target)]) == 0
+    assert seen == [target] and torch.get_num_threads() == before  # restored for in-process callers
+    capsys.readouterr()
+    assert main(["transcribe", str(files["good"]), "-m", str(model_dir), "--threads", "0"]) == 2
+    assert "--threads: must be >= 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models that are mistyped, offline, broken or not this model
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Offline, and any attempt to reach the Hub fails the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"the Hub was asked for {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", forbidden)
+
+
+@pytest.mark.parametrize("ref", ["tiny-synth", "./tiny-synth", "models/tiny/synth", "~/no/such", "my model"])
+def test_mistyped_model_folder_is_refused_at_once(ref, no_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["transcribe", "x.wav", "-m", ref]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"granite-nar: error: --model {ref}: no such model folder")
+    assert "org/name" in err[0]  # what a Hub id looks like
+
+
+def test_a_file_is_not_a_model_folder(no_hub, files, capsys):
+    assert main(["transcribe", "x.wav", "-m", str(files["good"])]) == 2
+    assert f"--model {files['good']}: a file, not a model folder" in capsys.readouterr().err
+
+
+def test_offline_hub_id_says_how_to_use_a_local_folder(files, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert main(["transcribe", str(files["good"]), "-m", "nobody/granite-nowhere"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith("granite-nar: error: cannot load the model from nobody/granite-nowhere: ")
+    for part in (
+        "not in the Hub cache",
+        "HF_HUB_OFFLINE=1",
+        "hf download nobody/granite-nowhere",
+        "local model folder",
+    ):
+        assert part in line
+
+
+def test_unreachable_hub_says_how_to_use_a_local_folder(files, monkeypatch, capsys):
+    """A connection error (no network): one line naming the id, with what to do; the Hub is never reached."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    import granite_nar.checkpoints.loading as loading
+
+    def unreachable(*args, **kwargs):
+        try:
+            raise ConnectionError("Name or service not known")
+        except ConnectionError as cause:
+            raise LocalEntryNotFoundError("cannot find the requested files") from cause
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    monkeypatch.setattr(loading, "resolve_config_folder", lambda *args, **kwargs: None)
+    assert main(["transcribe", str(files["good"]), "-m", "nobody/granite-nowhere"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(
+        "granite-nar: nobody/granite-nowhere is not a local folder: looking it up on the Hugging Face Hub"
+    )
+    assert len(err) == 2 and "cannot reach the Hugging Face Hub to fetch nobody/granite-nowhere" in err[1]
+    assert "Name or service not known" in err[1] and "local model folder" in err[1]
+
+
+def test_hub_download_progress_bars_stay_on(model_dir, files, monkeypatch, capsys):
+    from transformers.utils import logging as hf_logging
+
+    states = []
+    real = transcribe_module.load_model
+
+    def spy(*args, **kwargs):
+        states.append(
+            (huggingface_hub.utils.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled())
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transcribe_module, "load_model", spy)
+    before = huggingface_hub.utils.are_progress_bars_disabled()
+    assert main(["transcribe", str(files["good"]), "-m", str(model_dir)]) == 0
+    assert states[0] == (False, False)  # download bars on, transformers' "Loading weights" bar off
+    assert huggingface_hub.utils.are_progress_bars_disabled() == before
+
+
+@pytest.fixture
+def model_copy(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def _edit_config(folder, edit):
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_unknown_config_field_is_a_one_line_warning(model_copy, files, capsys):
+    _edit_config(model_copy, lambda c: c["encoder_config"].__setitem__("use_flux_capacitor", True))
+    assert main(["transcribe", str(files["good"]), "-m", str(model_copy)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip()  # transcribed all the same
+    warnings_ = [line for line in err.splitlines() if "unknown config field" in line]
+    assert len(warnings_) == 1 and warnings_[0].startswith("granite-nar: warning: ")
+    assert "'encoder_config.use_flux_capacitor'" in warnings_[0] and "upgrade granite_nar" in warnings_[0]
+
+
+def test_another_models_config_is_refused_in_one_line(model_copy, files, capsys):
+    _edit_config(model_copy, lambda c: c.__setitem__("model_type", "wav2vec2"))
+    assert main(["transcribe", str(files["good"]), "-m", str(model_copy)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(model_copy / "config.json") in err[0]
+    assert "model_type is 'wav2vec2', expected 'granite_speech_nar'" in err[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_broken_weights_are_named_in_one_line(damage, model_copy, files, capsys):
+    weights = model_copy / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+    assert main(["transcribe", str(files["good"]), "-m", str(model_copy)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(weights if damage == "truncated" else model_copy) in err[0]
+    assert ("is truncated" if damage == "truncated" else "the weights are missing") in err[0]
+    assert "re-download" in err[0].lower()

@@ -19,11 +19,13 @@ from .audio import (
     InvalidAudioError,
     load_audio,
 )
+from .checkpoints.loading import CheckpointFileError, ModelNotFoundError
 from .model.configuration_granite_speech_nar import (
     GraniteSpeechNarConfig,
     GraniteSpeechNarEncoderConfig,
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
+    UnknownConfigFieldWarning,
 )
 from .model.modeling_encoder import GraniteSpeechNarEncoder
 from .model.modeling_granite_speech_ar import (
@@ -41,6 +43,7 @@ from .model.modeling_granite_speech_nar import (
 from .transcription.pipeline import GraniteSpeechNarPipeline
 from .transcription.transcribe import TranscriptionResult, load_model, transcribe
 
+# Keep equal to pyproject.toml's version (``granite-nar --version`` reads the installed metadata).
 __version__ = "0.2.0"
 
 for _config in (
@@ -86,4 +89,7 @@ __all__ = [
     "load_model",
     "transcribe",
     "TranscriptionResult",
+    "UnknownConfigFieldWarning",
+    "ModelNotFoundError",
+    "CheckpointFileError",
 ]

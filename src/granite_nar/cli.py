@@ -1,11 +1,16 @@
 """``granite-nar``: transcribe audio files from the command line.
 
     granite-nar transcribe FILE... --model PATH_OR_HUB_ID [--batch-size N] [--device DEV] [--dtype T]
-                           [--editing-steps K] [--output txt|jsonl] [--drafts] [--no-resample] [--progress]
+                           [--threads N] [--editing-steps K] [--output txt|jsonl] [--drafts]
+                           [--no-resample] [--allow-truncated] [--progress]
+    granite-nar --version
 
 Exit status: 0 when every file was transcribed, 1 when some could not be (each reported on stderr in one
 line, and as a record with an "error" field in jsonl output), 2 for usage errors (bad options, a model
 that cannot be loaded).
+
+The arguments are parsed by :mod:`granite_nar_cli` (outside this package, so that ``--help`` and
+``--version`` need neither torch nor transformers); this module runs a parsed command.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
 
-__all__ = ["main"]
+from granite_nar_cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main, model_problem, no_such_folder
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["main", "run"]
+
 # A config field that marks a model with random weights (the test suite's demo models carry it).
 RANDOM_WEIGHTS_MARKER = "granite_nar_random_demo"
 
@@ -29,81 +34,35 @@ class _UsageError(Exception):
     """A problem with the command line or its model: reported in one line, exit status 2."""
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="granite-nar",
-        description="Granite Speech NAR speech recognition (non-autoregressive, by transcript editing).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    tr = sub.add_parser(
-        "transcribe",
-        help="transcribe audio files",
-        description="Transcribe audio files (wav, flac, ogg; any rate, resampled to 16 kHz; multi-channel "
-        "audio is averaged to mono). Transcripts go to stdout in input order; problems go to stderr.",
-    )
-    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
-    tr.add_argument("--model", "-m", required=True, help="model folder (native or original layout) or Hub id")
-    tr.add_argument("--batch-size", "-b", type=_positive_int, default=8, help="utterances per batch (8)")
-    tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    tr.add_argument(
-        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
-    )
-    tr.add_argument(
-        "--editing-steps", type=_non_negative_int, default=1, help="editing passes over the CTC draft (1)"
-    )
-    tr.add_argument(
-        "--output",
-        "-o",
-        choices=["txt", "jsonl"],
-        default="txt",
-        help="txt: the transcript (PATH<TAB>TRANSCRIPT per line for several files); jsonl: one JSON "
-        "object per file with path, text, duration_sec, error (and draft)",
-    )
-    tr.add_argument("--drafts", action="store_true", help="also print the encoder's CTC draft")
-    tr.add_argument(
-        "--no-resample", action="store_true", help="refuse files not at 16 kHz instead of resampling them"
-    )
-    bar = tr.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress", dest="progress", action="store_true", default=None, help="show a progress bar"
-    )
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
-
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _quiet_libraries():
     """Keep stdout/stderr for transcripts and our own one-line messages; returns a function that undoes it
-    (``main`` also runs in-process, from tests and notebooks)."""
+    (``main`` also runs in-process, from tests and notebooks).
+
+    transformers' own bars ("Loading weights") are switched off, but huggingface_hub's download bars stay on
+    (unless ``HF_HUB_DISABLE_PROGRESS_BARS`` is set), so that fetching a Hub id shows its progress on stderr.
+    """
+    import huggingface_hub.utils as hub_utils
+    from huggingface_hub import constants as hub_constants
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_bars_off = hub_utils.are_progress_bars_disabled()
     hub_logger = logging.getLogger("huggingface_hub")
     hub_level = hub_logger.level
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # also switches huggingface_hub's bars off ...
+    if not hub_constants.HF_HUB_DISABLE_PROGRESS_BARS:
+        hub_utils.enable_progress_bars()  # ... which show download progress: back on
     hub_logger.setLevel(logging.ERROR)
 
     def restore() -> None:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+        if hub_bars_off:
+            hub_utils.disable_progress_bars()
+        elif not hub_constants.HF_HUB_DISABLE_PROGRESS_BARS:
+            hub_utils.enable_progress_bars()
         hub_logger.setLevel(hub_level)
 
     return restore
@@ -131,27 +90,64 @@ def _check_device(device: str | None):
     return dev
 
 
-def _looks_local(ref: str) -> bool:
-    """A path rather than a Hub id (``org/name``): exists, is absolute or explicit-relative, or has 2+ parts."""
-    return (
-        os.path.exists(ref)
-        or ref.startswith(("/", "./", "../", "~", "."))
-        or os.path.isabs(ref)
-        or ref.replace(os.sep, "/").count("/") > 1
-    )
+def _check_model_ref(model_ref: str) -> None:
+    """Refuse a --model that is neither a folder nor a Hub id (never sent to the Hub), and say when a Hub id
+    is about to be looked up online (which can take a while, or time out without a network)."""
+    from huggingface_hub import constants as hub_constants
+
+    from .checkpoints.loading import is_hub_id
+
+    problem = model_problem(model_ref)
+    if problem is None and not os.path.isdir(model_ref) and not is_hub_id(model_ref):
+        problem = no_such_folder(model_ref)
+    if problem is not None:
+        raise _UsageError(problem)
+    if not os.path.isdir(model_ref) and not hub_constants.HF_HUB_OFFLINE:
+        print(
+            f"granite-nar: {model_ref} is not a local folder: looking it up on the Hugging Face Hub (downloads "
+            f"go to the cache {hub_constants.HF_HUB_CACHE}; set HF_HUB_OFFLINE=1 to use only the cache)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _set_threads(threads: int | None):
+    """``torch.set_num_threads(threads)``; returns a function that restores the previous count."""
+    import torch
+
+    if threads is None:
+        return lambda: None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(previous)
 
 
 def _transcribe(args: argparse.Namespace) -> int:
+    from .audio.io import TruncatedAudioWarning
+    from .model.configuration_granite_speech_nar import UnknownConfigFieldWarning
     from .transcription.transcribe import ShortAudioWarning, load_model, transcribe
 
     device = _check_device(args.device)
     model_ref = args.model
-    if _looks_local(model_ref) and not os.path.isdir(model_ref):
-        raise _UsageError(f"--model {model_ref}: no such folder")
+    if model_ref.startswith("~") and os.path.isdir(os.path.expanduser(model_ref)):
+        model_ref = os.path.expanduser(model_ref)  # a quoted ~/folder
+    _check_model_ref(model_ref)
     try:
-        model, processor = load_model(model_ref, device=device, dtype=args.dtype)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnknownConfigFieldWarning)
+            model, processor = load_model(model_ref, device=device, dtype=args.dtype)
     except Exception as err:  # any loading failure is one line for the user, not a traceback
         raise _UsageError(f"cannot load the model from {model_ref}: {err}") from None
+    shown = set()
+    for warning in caught:
+        if issubclass(warning.category, UnknownConfigFieldWarning):
+            if str(warning.message) not in shown:  # the model and its processor read the same config.json
+                shown.add(str(warning.message))
+                print(f"granite-nar: warning: {_one_line(warning.message)}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno, source=warning.source
+            )
     if getattr(model.config, RANDOM_WEIGHTS_MARKER, False):
         print(
             f"granite-nar: warning: {model_ref} has RANDOM weights (a demo model); its transcripts are meaningless",
@@ -160,6 +156,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ShortAudioWarning)  # reported per file below instead
+        warnings.simplefilter("ignore", TruncatedAudioWarning)
         results = transcribe(
             args.files,
             model=model,
@@ -170,12 +167,13 @@ def _transcribe(args: argparse.Namespace) -> int:
             progress=args.progress,
             on_error="skip",
             resample=not args.no_resample,
+            allow_truncated=args.allow_truncated,
         )
 
     several = len(args.files) > 1
     for result in results:
         if result.error is not None:
-            _error(result.error)
+            _error(result.error.replace("pass allow_truncated=True", "pass --allow-truncated"))
         elif result.warning is not None:
             print(f"granite-nar: warning: {_one_line(result.warning)}", file=sys.stderr)
         if args.output == "jsonl":
@@ -203,14 +201,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (the console script passes it to ``sys.exit``)."""
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse has printed usage and the error already
-        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+def run(args: argparse.Namespace) -> int:
+    """Run a command parsed by :func:`granite_nar_cli.build_parser`; returns the exit status."""
     restore = _quiet_libraries()
+    restore_threads = _set_threads(getattr(args, "threads", None))
     try:
         return _transcribe(args)
     except _UsageError as err:
@@ -223,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("granite-nar: interrupted", file=sys.stderr)
         return 130
     finally:
+        restore_threads()
         restore()
 
 

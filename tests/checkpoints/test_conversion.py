@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -22,6 +25,7 @@ from testers import FIXTURES, REPO, GraniteSpeechNarForCTCModelTester
 
 from granite_nar import GraniteSpeechNarForCTC
 from granite_nar.checkpoints.conversion import ConversionError, VerificationResult, convert_checkpoint
+from granite_nar.checkpoints.loading import ModelNotFoundError
 from granite_nar.checkpoints.original_layout import OriginalLayoutError
 from granite_nar.testing.synthetic_checkpoint import write_synthetic_original_checkpoint
 
@@ -388,3 +392,118 @@ def test_script_reports_refusals_and_shows_the_mapping(fixture_converted, tmp_pa
         and "bpe_output_dim" in shown
         and "n_mels -> feature_size" in shown
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The script: every user error is one line on stderr and a non-zero status
+
+
+def _half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # what `head -c` leaves
+
+
+SCRIPT_ERRORS = {
+    "missing_input": (
+        lambda src, out: (src.parent / "nope_dir", out),
+        lambda src, out: f"no such model folder: {src.parent / 'nope_dir'}",
+    ),
+    "mistyped_bare_name": (
+        lambda src, out: ("nope_dir", out),
+        lambda src, out: "no such model folder: nope_dir",
+    ),
+    "not_a_checkpoint": (
+        lambda src, out: ((src / "config.json").unlink(), src)[1:] + (out,),
+        lambda src, out: f"no config.json in {src}: not a model folder",
+    ),
+    "another_model": (
+        lambda src, out: (
+            _edit_config(src, lambda c: c.update(model_type="wav2vec2", auto_map={})),
+            src,
+            out,
+        )[1:],
+        lambda src, out: "model_type is 'wav2vec2', not 'granite_speech_nar'",
+    ),
+    "config_not_json": (
+        lambda src, out: ((src / "config.json").write_text("{ nope"), src, out)[1:],
+        lambda src, out: f"{src / 'config.json'} is not valid JSON",
+    ),
+    "output_not_empty": (
+        lambda src, out: (out.mkdir(), (out / "keep.txt").write_text("mine"), src, out)[2:],
+        lambda src, out: f"{out} is not empty; pass overwrite=True (--overwrite)",
+    ),
+    "output_is_a_file": (
+        lambda src, out: (out.write_text("x"), src, out)[1:],
+        lambda src, out: f"{out} exists and is not a folder",
+    ),
+    "unknown_field": (
+        lambda src, out: (_edit_config(src, lambda c: c["encoder_config"].update(num_experts=4)), src, out)[
+            1:
+        ],
+        lambda src, out: "unknown field encoder_config.num_experts",
+    ),
+    "truncated_weights": (
+        lambda src, out: (_half(src / "model.safetensors"), src, out)[1:],
+        lambda src, out: f"{src / 'model.safetensors'} is truncated",
+    ),
+    "corrupt_weights": (
+        lambda src, out: ((src / "model.safetensors").write_bytes(b"\xff" * 64), src, out)[1:],
+        lambda src, out: f"{src / 'model.safetensors'} is truncated or not a safetensors file",
+    ),
+    "missing_weights": (
+        lambda src, out: ((src / "model.safetensors").unlink(), src, out)[1:],
+        lambda src, out: f"no model.safetensors (nor model.safetensors.index.json) in {src}",
+    ),
+    "hub_id_offline": (
+        lambda src, out: ("nobody/granite-nowhere", out),
+        lambda src, out: "nobody/granite-nowhere is not in the Hub cache",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCRIPT_ERRORS))
+def test_script_user_errors_are_one_line(case, original_copy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    prepare, expected = SCRIPT_ERRORS[case]
+    out = tmp_path / "out_dir"
+    src, out = prepare(original_copy, out)
+    code = _script().main(["--input", str(src), "--output", str(out), "--no-verify"])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 1 and captured.out == ""
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("convert_granite_speech_nar.py: error: ")
+    assert expected(original_copy, out) in lines[0]
+    assert "Traceback" not in captured.err
+
+
+def test_script_checks_the_shard_size_before_loading(original_copy, tmp_path, capsys):
+    code = _script().main(
+        ["--input", str(original_copy), "--output", str(tmp_path / "o"), "--max-shard-size", "5 gigs"]
+    )
+    assert code == 1
+    assert "max shard size '5 gigs' is not a size" in capsys.readouterr().err
+
+
+def test_script_process_prints_no_traceback(tmp_path):
+    """The real process (the reported case: 17-95 line tracebacks for a missing --input folder)."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--input", "nope_dir", "--output", "out_dir"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"convert_granite_speech_nar.py: error: no such model folder: nope_dir (looked for {tmp_path / 'nope_dir'}). "
+        "Check the path; a Hugging Face Hub id has the form org/name, e.g. ibm-granite/granite-speech-4.1-2b-nar."
+    ]
+
+
+def test_script_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ModelNotFoundError):
+        _script().main(["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--debug"])

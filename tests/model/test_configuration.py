@@ -1,22 +1,29 @@
 """``granite_nar.model.configuration_granite_speech_nar``: released-checkpoint defaults, cross-field validation,
-JSON round trip, original field names; and the model testers, which must give ``tiny_config()``."""
+JSON round trip, original field names, a wrong ``model_type`` refused and unknown fields warned about; and the
+model testers, which must give ``tiny_config()``."""
 
 import json
+import warnings
 
 import pytest
+import torch
 from testers import (
     FIXTURES,
+    REPO,
     GraniteSpeechNarEditorModelTester,
     GraniteSpeechNarEncoderModelTester,
     GraniteSpeechNarForCTCModelTester,
     GraniteSpeechNarProjectorModelTester,
 )
+from transformers import AutoConfig
 
 from granite_nar import (
     GraniteSpeechNarConfig,
     GraniteSpeechNarEncoderConfig,
+    GraniteSpeechNarForCTC,
     GraniteSpeechNarProjectorConfig,
     GraniteSpeechNarTextConfig,
+    UnknownConfigFieldWarning,
 )
 from granite_nar.testing import tiny_config
 
@@ -194,3 +201,107 @@ def test_sub_model_testers_give_the_tiny_sub_configs():
     assert GraniteSpeechNarEncoderModelTester().get_config().to_dict() == tiny.encoder_config.to_dict()
     assert GraniteSpeechNarProjectorModelTester().get_config().to_dict() == tiny.projector_config.to_dict()
     assert GraniteSpeechNarEditorModelTester().get_config().to_dict() == tiny.text_config.to_dict()
+
+
+# -- configs read from a dict or a folder: wrong model_type refused, unknown fields warned about -------------
+
+SUB_CONFIGS = {
+    "encoder_config": GraniteSpeechNarEncoderConfig,
+    "projector_config": GraniteSpeechNarProjectorConfig,
+    "text_config": GraniteSpeechNarTextConfig,
+}
+
+
+def _saved(tmp_path, edit=None):
+    """A native config.json (as save_pretrained writes it), optionally edited, in ``tmp_path``."""
+    tiny_config().save_pretrained(tmp_path)
+    if edit is not None:
+        config = json.loads((tmp_path / "config.json").read_text())
+        edit(config)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize("load", ["from_dict", "from_pretrained", "model"])
+def test_another_models_config_is_refused(load, tmp_path):
+    folder = _saved(tmp_path, lambda c: c.__setitem__("model_type", "wav2vec2"))
+    with pytest.raises(ValueError) as info:
+        if load == "from_dict":
+            GraniteSpeechNarConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        elif load == "from_pretrained":
+            GraniteSpeechNarConfig.from_pretrained(folder)
+        else:
+            GraniteSpeechNarForCTC.from_pretrained(folder)
+    message = str(info.value)
+    assert "model_type is 'wav2vec2', expected 'granite_speech_nar'" in message
+    assert "point at a Granite Speech NAR checkpoint" in message
+    if load != "from_dict":
+        assert message.startswith(f"{folder / 'config.json'}: ")
+
+
+@pytest.mark.parametrize("key", sorted(SUB_CONFIGS))
+def test_wrong_sub_config_model_type_is_refused(key, tmp_path):
+    folder = _saved(tmp_path, lambda c: c[key].__setitem__("model_type", "bert"))
+    with pytest.raises(ValueError) as info:
+        GraniteSpeechNarConfig.from_pretrained(folder)
+    expected = SUB_CONFIGS[key].model_type
+    assert str(info.value).startswith(
+        f"{folder / 'config.json'}: {key}.model_type is 'bert', expected {expected!r}"
+    )
+    with pytest.raises(ValueError, match=rf"{key}\.model_type is 'bert', expected '{expected}'"):
+        GraniteSpeechNarConfig(**{key: {"model_type": "bert"}})  # a dict given in Python, too
+
+
+@pytest.mark.parametrize("cls", [GraniteSpeechNarConfig, *SUB_CONFIGS.values()])
+def test_sub_config_classes_refuse_another_model_type(cls):
+    with pytest.raises(ValueError, match=rf"model_type is 'wav2vec2', expected '{cls.model_type}'"):
+        cls.from_dict({"model_type": "wav2vec2"})
+
+
+def test_unknown_fields_warn_naming_each_field_and_still_load(tmp_path):
+    def edit(config):
+        config["use_magic"] = True
+        config["encoder_config"]["num_experts"] = 4
+        config["text_config"]["sliding_window"] = 128
+
+    folder = _saved(tmp_path, edit)
+    with pytest.warns(UnknownConfigFieldWarning) as record:
+        config = GraniteSpeechNarConfig.from_pretrained(folder)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith(f"{folder / 'config.json'}: unknown config fields ")
+    for name in ("'use_magic'", "'encoder_config.num_experts'", "'text_config.sliding_window'"):
+        assert name in message
+    assert "upgrade granite_nar" in message and "remove them from the file" in message
+    assert config.use_magic is True  # kept as an attribute, as transformers does
+    with pytest.warns(
+        UnknownConfigFieldWarning,
+        match=r"^config dict: unknown config field 'gate' for 'granite_speech_nar_projector'.*kept as an attribute",
+    ):
+        GraniteSpeechNarProjectorConfig.from_dict({"gate": 1})
+
+
+def test_saved_configs_load_without_warnings(tmp_path):
+    """Everything transformers and granite_nar write (bookkeeping keys, dtype, architectures, the demo marker,
+    output_hidden_states, an attention backend) loads back without a warning."""
+    config = tiny_config()
+    config.output_hidden_states = True
+    config.granite_nar_random_demo = True
+    model = GraniteSpeechNarForCTC(config).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "model")
+    folders = [
+        tmp_path / "model",
+        REPO / "examples" / "models" / "tiny-synth",
+        FIXTURES / "reference_tiny/original",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownConfigFieldWarning)
+        for folder in folders:
+            GraniteSpeechNarConfig.from_pretrained(folder)
+            AutoConfig.from_pretrained(folder)
+        loaded = GraniteSpeechNarForCTC.from_pretrained(tmp_path / "model", attn_implementation="eager")
+        loaded.save_pretrained(tmp_path / "again")
+        GraniteSpeechNarForCTC.from_pretrained(tmp_path / "again")
+        for cls in SUB_CONFIGS.values():
+            assert type(cls.from_pretrained(tmp_path / "again")) is cls
+    assert loaded.config.granite_nar_random_demo is True and loaded.config.output_hidden_states is True

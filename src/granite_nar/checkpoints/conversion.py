@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -27,9 +28,10 @@ from safetensors import safe_open
 from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
-from .loading import resolve_checkpoint_folder
+from .loading import check_weight_files, resolve_checkpoint_folder
 from .original_layout import (
     DROPPED_IDENTITY_NORMS,
+    CheckpointFileError,
     convert_config_dict,
     convert_preprocessor_config,
     is_original_config,
@@ -167,10 +169,14 @@ def convert_checkpoint(
     Raises:
         OriginalLayoutError: a tensor or config field cannot be mapped faithfully (names it).
         ConversionError: the input is already native or not this model, the output clashes with the input,
-            or the verification failed.
+            an argument is invalid, or the verification failed.
+        ModelNotFoundError: ``input`` is neither a folder nor a Hub id that can be had.
+        CheckpointFileError: ``config.json`` or a weight file is missing, truncated or corrupt (names it).
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
+    target = _as_dtype(dtype)
+    _check_shard_size(max_shard_size)
     source = resolve_checkpoint_folder(
         input, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
     )
@@ -184,10 +190,11 @@ def convert_checkpoint(
                 "GraniteSpeechNarForCTC.from_pretrained()."
             )
         raise ConversionError(
-            f"{input} is not a Granite Speech NAR checkpoint (model_type {original_config.get('model_type')!r})."
+            f"{input} is not a Granite Speech NAR checkpoint (its config.json has model_type "
+            f"{original_config.get('model_type')!r}); point --input at the original "
+            "ibm-granite/granite-speech-4.1-2b-nar checkpoint (revision 99a4df9 or later) or a copy of it."
         )
     convert_config_dict(original_config)  # unknown fields and old snapshots fail here, before reading weights
-    target = _as_dtype(dtype)
 
     inventory = _tensor_inventory(source)
     dropped_norms = sorted(name for name in inventory if DROPPED_IDENTITY_NORMS.match(name))
@@ -247,8 +254,22 @@ def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'keep', got {dtype!r}.")
+        raise ConversionError(f"dtype must be one of {sorted(_DTYPES)} or 'keep', got {dtype!r}.")
     return _DTYPES[dtype]
+
+
+_SIZE = re.compile(r"\d+(GIB|MIB|KIB|GB|MB|KB)", re.IGNORECASE)
+
+
+def _check_shard_size(size: int | str) -> None:
+    """Refuse a shard size ``save_pretrained`` would only reject after the whole model is loaded."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return
+    if isinstance(size, str) and _SIZE.fullmatch(size) and int(re.match(r"\d+", size).group()) > 0:
+        return
+    raise ConversionError(
+        f"max shard size {size!r} is not a size; write a positive integer and a unit, e.g. 5GB, 500MB or 2GiB."
+    )
 
 
 def _check_output(source: Path, output: Path, overwrite: bool) -> None:
@@ -259,29 +280,37 @@ def _check_output(source: Path, output: Path, overwrite: bool) -> None:
         )
     if output.exists():
         if not output.is_dir():
-            raise ConversionError(f"{output} exists and is not a folder.")
+            raise ConversionError(f"{output} exists and is not a folder; choose another output folder.")
         if any(output.iterdir()) and not overwrite:
             raise ConversionError(f"{output} is not empty; pass overwrite=True (--overwrite) to replace it.")
-
-
-def _checkpoint_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    return [folder / "model.safetensors"]
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConversionError(
+            f"cannot write {output}: {existing} is not a writable folder; choose another output folder."
+        )
 
 
 def _tensor_inventory(folder: Path) -> dict[str, tuple[list[int], str]]:
-    """Names, shapes and dtypes of every stored tensor, read from the safetensors headers only."""
+    """Names, shapes and dtypes of every stored tensor, read from the safetensors headers only (each file
+    checked whole first: a missing, truncated or corrupt one is named)."""
     inventory = {}
-    for path in _checkpoint_files(folder):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path.name} is missing from {folder}.")
+    for path in check_weight_files(folder):
         with safe_open(path, framework="pt") as f:
             for name in f.keys():
                 info = f.get_slice(name)
                 inventory[name] = (info.get_shape(), info.get_dtype())
     return inventory
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointFileError(
+            f"{path} is not valid JSON ({err}); re-download the checkpoint or fix the file."
+        ) from None
 
 
 def _write_processor_files(source: Path, output: Path) -> tuple[list[str], list[str]]:
@@ -290,7 +319,7 @@ def _write_processor_files(source: Path, output: Path) -> tuple[list[str], list[
     written = []
     preprocessor = source / "preprocessor_config.json"
     if preprocessor.is_file():
-        native = convert_preprocessor_config(json.loads(preprocessor.read_text()))
+        native = convert_preprocessor_config(_read_json(preprocessor))
         # Built and saved by the native class itself: the file is exactly what it reads back.
         extractor = GraniteSpeechNarFeatureExtractor(
             **{k: v for k, v in native.items() if k != "feature_extractor_type"}
@@ -301,7 +330,7 @@ def _write_processor_files(source: Path, output: Path) -> tuple[list[str], list[
         path = source / name
         if not path.is_file():
             continue
-        content = json.loads(path.read_text()) if path.suffix == ".json" else None
+        content = _read_json(path) if path.suffix == ".json" else None
         if isinstance(content, dict) and "auto_map" in content:  # points at remote code
             content.pop("auto_map")
             (output / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")

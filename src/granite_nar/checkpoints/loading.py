@@ -2,18 +2,26 @@
 
 Everything works offline from a local folder or the local Hub cache; nothing here executes code from a
 checkpoint, and only safetensors files are read.
+
+Where a checkpoint is, and whether its files are whole, is decided here before anything is loaded, so that
+every failure names the folder or file and says what to do: a path that does not exist is refused at once
+(never sent to the Hub), a Hub id that cannot be fetched says how to use a local folder or the Hub cache,
+and a missing, truncated or corrupt ``model.safetensors`` is named (:class:`CheckpointFileError`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .original_layout import (
+    CheckpointFileError,
     OriginalLayoutError,
     convert_config_dict,
     convert_state_dict,
@@ -22,7 +30,12 @@ from .original_layout import (
 )
 
 __all__ = [
+    "ModelNotFoundError",
+    "CheckpointFileError",
+    "is_hub_id",
     "resolve_checkpoint_folder",
+    "check_weight_files",
+    "check_safetensors_file",
     "read_safetensors",
     "load_original_if_original",
     "is_original_checkpoint",
@@ -30,6 +43,113 @@ __all__ = [
 ]
 
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+_EXAMPLE_HUB_ID = "ibm-granite/granite-speech-4.1-2b-nar"
+# org/name: what every Granite Speech NAR checkpoint on the Hub is called (huggingface_hub checks the rest).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model where the user pointed: a folder that does not exist, or a Hub id that cannot be had (not on
+    the Hub, offline and not in the cache, the Hub unreachable)."""
+
+
+def is_hub_id(name_or_path: str | os.PathLike) -> bool:
+    """Whether ``name_or_path`` reads as a Hub repo id (``org/name``) rather than a path.
+
+    Anything else that does not exist locally is a mistyped folder: an absolute or ``./``/``~`` path, a bare
+    name (``tiny-synth``), two or more slashes, a trailing slash, characters a repo id cannot have.
+    """
+    text = os.fspath(name_or_path)
+    if not _HUB_ID.fullmatch(text):
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _missing_folder_message(ref: str) -> str:
+    path = Path(ref)
+    if path.exists():
+        return (
+            f"{ref} is a file, not a model folder; pass the folder that holds its config.json and "
+            "model.safetensors."
+        )
+    return (
+        f"no such model folder: {ref} (looked for {path.absolute()}). Check the path; a Hugging Face Hub id "
+        f"has the form org/name, e.g. {_EXAMPLE_HUB_ID}."
+    )
+
+
+def _hub_cache(cache_dir) -> str:
+    if cache_dir is not None:
+        return os.fspath(cache_dir)
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _hub_error(ref: str, err: Exception, revision, cache_dir, local_files_only) -> Exception | None:
+    """A clear :class:`ModelNotFoundError` for a Hub id that cannot be had, or ``None`` (not a Hub problem)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache = _hub_cache(cache_dir)
+    no_folder = f"there is no local folder named {ref} either"
+    if isinstance(err, IncompleteSnapshotError):
+        return ModelNotFoundError(
+            f"{ref}: the copy in the Hub cache ({cache}) is incomplete and the Hub cannot be reached to finish "
+            f"it. Re-run with network access (or `hf download {ref}`), or pass the path of a complete local "
+            "model folder."
+        )
+    if isinstance(err, LocalEntryNotFoundError):
+        if local_files_only or constants.HF_HUB_OFFLINE or isinstance(err.__cause__, OfflineModeIsEnabled):
+            switch = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE=1"
+            return ModelNotFoundError(
+                f"{ref} is not in the Hub cache ({cache}) and Hub downloads are off ({switch}); {no_folder}. "
+                f"Download it once with network access (`hf download {ref}`), point HF_HUB_CACHE (or "
+                "cache_dir=) at the cache that holds it, or pass the path of a local model folder."
+            )
+        reason = f" ({_one_line(err.__cause__)})" if err.__cause__ is not None else ""
+        return ModelNotFoundError(
+            f"cannot reach the Hugging Face Hub to fetch {ref}{reason}, and it is not in the Hub cache "
+            f"({cache}); {no_folder}. Check the network connection, or pass the path of a local model folder, "
+            f"or copy a Hub cache that holds {ref} here and set HF_HUB_OFFLINE=1."
+        )
+    if isinstance(err, GatedRepoError):
+        return ModelNotFoundError(
+            f"{ref} is gated on the Hugging Face Hub: accept its terms at https://huggingface.co/{ref} and log "
+            "in (`hf auth login`, or pass token=)."
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return ModelNotFoundError(
+            f"{ref} has no revision {revision!r} on the Hugging Face Hub; check the revision you passed "
+            "(revision= / --revision): a branch, a tag or a commit hash of the repo."
+        )
+    if isinstance(err, RepositoryNotFoundError) or (
+        isinstance(err, HfHubHTTPError) and getattr(err.response, "status_code", None) == 401
+    ):
+        return ModelNotFoundError(
+            f"{ref} was not found on the Hugging Face Hub (no such repo, or a private one: log in with "
+            f"`hf auth login` or pass token=), and {no_folder}. Check the id (e.g. {_EXAMPLE_HUB_ID}) or "
+            "pass the path of a local model folder."
+        )
+    return None
+
+
+def _one_line(value) -> str:
+    return " ".join(str(value).split())
 
 
 def resolve_checkpoint_folder(
@@ -39,22 +159,36 @@ def resolve_checkpoint_folder(
     local_files_only: bool | None = None,
     token: str | bool | None = None,
 ) -> Path:
-    """A local folder as is; a Hub id through the Hub cache (``HF_HUB_OFFLINE=1`` reads only the cache)."""
+    """A local folder as is; a Hub id through the Hub cache (``HF_HUB_OFFLINE=1`` reads only the cache).
+
+    Raises:
+        ModelNotFoundError: ``name_or_path`` is not a folder and does not read as a Hub id (``org/name``),
+            or the Hub id cannot be had (not on the Hub, offline and not cached, the Hub unreachable); the
+            message says how to point at a local folder or the Hub cache.
+    """
     path = Path(name_or_path)
     if path.is_dir():
         return path
+    ref = os.fspath(name_or_path)
+    if not is_hub_id(ref) or path.exists():
+        raise ModelNotFoundError(_missing_folder_message(ref))
     from huggingface_hub import snapshot_download
 
-    return Path(
-        snapshot_download(
-            str(name_or_path),
+    try:
+        folder = snapshot_download(
+            ref,
             revision=revision,
             cache_dir=cache_dir,
             local_files_only=bool(local_files_only),
             token=token,
             allow_patterns=_HUB_FILES,
         )
-    )
+    except Exception as err:
+        clear = _hub_error(ref, err, revision, cache_dir, local_files_only)
+        if clear is None:
+            raise
+        raise clear from err
+    return Path(folder)
 
 
 def resolve_config_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> Path | None:
@@ -77,25 +211,106 @@ def resolve_config_folder(name_or_path: str | os.PathLike, **hub_kwargs) -> Path
 
 def is_original_checkpoint(folder: str | Path) -> bool:
     config = Path(folder) / "config.json"
-    return config.is_file() and is_original_config(json.loads(config.read_text()))
+    return config.is_file() and is_original_config(read_config(folder))
 
 
-def read_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder's ``model.safetensors`` or of the shards its index lists."""
+def _redo(path: Path) -> str:
+    """What to do about a broken file: fetch it again from where it came, or write it again."""
+    parts = Path(path).absolute().parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            repo = part.removeprefix("models--").replace("--", "/")
+            return (
+                f"Download it again from the Hub: `hf download {repo} --force-download` (or delete "
+                f"{Path(*parts[: i + 1])} and load again)"
+            )
+    return "Re-download the checkpoint, or convert / save it again"
+
+
+def check_safetensors_file(path: str | Path) -> None:
+    """Raise :class:`CheckpointFileError` naming ``path`` unless it is a whole safetensors file.
+
+    Reads only the header: its length, its JSON, and the data size it describes against the file size, so a
+    file cut short (an interrupted download or copy, ``head -c``) is caught before any tensor is read.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise CheckpointFileError(
+                f"{path} is truncated ({size} bytes, not even a safetensors header). {_redo(path)}."
+            )
+        header_size = int.from_bytes(prefix, "little")
+        if header_size > size - 8:
+            raise CheckpointFileError(
+                f"{path} is truncated or not a safetensors file ({size} bytes; its first 8 bytes announce a "
+                f"{header_size}-byte header). {_redo(path)}."
+            )
+        try:
+            header = json.loads(fh.read(header_size))
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+            )
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            raise CheckpointFileError(
+                f"{path} is corrupt or not a safetensors file (unreadable header: {_one_line(err)}). {_redo(path)}."
+            ) from None
+    expected = 8 + header_size + end
+    if size < expected:
+        raise CheckpointFileError(
+            f"{path} is truncated: {size} bytes, but its header describes {expected}. {_redo(path)}."
+        )
+    if size > expected:
+        raise CheckpointFileError(
+            f"{path} is corrupt: {size} bytes, but its header describes {expected}. {_redo(path)}."
+        )
+
+
+def check_weight_files(folder: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder (``model.safetensors``, or the shards its index lists),
+    each checked with :func:`check_safetensors_file`.
+
+    Raises:
+        CheckpointFileError: the weights are missing (no ``model.safetensors`` nor index, or a listed shard
+            is absent), or a file is truncated or corrupt; the message names the file and what to do.
+    """
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            if not (folder / shard).is_file():
-                raise FileNotFoundError(f"shard {shard} listed in {index} is missing.")
-            tensors.update(load_file(folder / shard))
-        return tensors
-    single = folder / "model.safetensors"
-    if not single.is_file():
-        raise FileNotFoundError(f"no model.safetensors (or model.safetensors.index.json) in {folder}.")
-    return load_file(single)
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CheckpointFileError(
+                f"{index} is corrupt (no readable weight_map: {_one_line(err)}). {_redo(index)}."
+            ) from None
+        files = [folder / shard for shard in shards]
+        for path in files:
+            if not path.is_file():
+                raise CheckpointFileError(f"{path} is missing ({index.name} lists it). {_redo(path)}.")
+    else:
+        single = folder / "model.safetensors"
+        if not single.is_file():
+            raise CheckpointFileError(
+                f"no model.safetensors (nor model.safetensors.index.json) in {folder}: the weights are missing. "
+                "Put the checkpoint's model.safetensors next to its config.json, or "
+                f"{_redo(single)[0].lower()}{_redo(single)[1:]}."
+            )
+        files = [single]
+    for path in files:
+        check_safetensors_file(path)
+    return files
+
+
+def read_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's ``model.safetensors`` or of the shards its index lists (checked whole first)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for path in check_weight_files(folder):
+        try:
+            tensors.update(load_file(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointFileError(f"{path} cannot be read ({_one_line(err)}). {_redo(path)}.") from None
+    return tensors
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], tied: set[str]) -> None:
@@ -143,13 +358,24 @@ def load_original_if_original(model_cls, name_or_path, model_args: tuple, kwargs
     means for a native folder. Native checkpoints return ``None`` and go to transformers directly; an
     original one must never reach it unmapped (every weight would stay randomly initialised).
     """
+    if os.path.isfile(name_or_path):  # a weights file given directly (with config=): transformers' business
+        return None
     hub_kwargs = {k: kwargs.get(k) for k in ("revision", "cache_dir", "local_files_only", "token")}
     try:
         folder = resolve_checkpoint_folder(name_or_path, **hub_kwargs)
-    except Exception:
+    except ModelNotFoundError:
+        if not is_hub_id(name_or_path):
+            raise  # a mistyped folder: never sent to the Hub
         # transformers may still find the config (e.g. a short commit hash in the cache).
         folder = resolve_config_folder(name_or_path, **hub_kwargs)
-    if folder is None or not is_original_checkpoint(folder):
+        if folder is None:
+            raise
+    except Exception:
+        folder = resolve_config_folder(name_or_path, **hub_kwargs)
+    if folder is None:
+        return None
+    if not is_original_checkpoint(folder):
+        _check_native_folder(folder, kwargs, model_cls.config_class.model_type)
         return None
     kwargs = dict(kwargs)
     state_dict = convert_state_dict(read_safetensors(folder))
@@ -181,6 +407,29 @@ def load_original_if_original(model_cls, name_or_path, model_args: tuple, kwargs
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     model.config._name_or_path = model.name_or_path = str(name_or_path)
     return loaded
+
+
+def _check_native_folder(folder: Path, kwargs: dict, model_type: str) -> None:
+    """Refuse, naming the file, a native folder whose weights transformers would fail on without saying which
+    file (missing, truncated or corrupt ``model.safetensors``)."""
+    if any(kwargs.get(k) is not None for k in ("state_dict", "gguf_file")):
+        return  # the weights do not come from the folder's safetensors
+    folder = folder / kwargs["subfolder"] if kwargs.get("subfolder") else folder
+    if not (folder / "config.json").is_file():
+        if kwargs.get("config") is None:
+            raise CheckpointFileError(
+                f"no config.json in {folder}: not a model folder. Pass the folder that holds the checkpoint's "
+                "config.json and model.safetensors, or re-download the checkpoint."
+            )
+    elif read_config(folder).get("model_type", model_type) != model_type and kwargs.get("config") is None:
+        return  # another model's folder: the config check says so, which matters more than its weights
+    if (
+        any((folder / name).is_file() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+        and not (folder / "model.safetensors").is_file()
+        and not (folder / "model.safetensors.index.json").is_file()
+    ):
+        return  # a legacy .bin checkpoint: transformers reads it
+    check_weight_files(folder)
 
 
 def _is_config_field(config_class, name: str) -> bool:

@@ -23,6 +23,8 @@ __all__ = [
     "convert_config_dict",
     "convert_state_dict",
     "OriginalLayoutError",
+    "CheckpointFileError",
+    "read_config",
     "convert_preprocessor_config",
     "native_feature_extractor_kwargs",
 ]
@@ -30,6 +32,10 @@ __all__ = [
 
 class OriginalLayoutError(ValueError):
     """The original checkpoint cannot be mapped onto the native layout faithfully."""
+
+
+class CheckpointFileError(OSError):
+    """A file of a checkpoint folder is missing, truncated or unreadable (the message names it)."""
 
 
 # Tensor renames, applied in order, first match wins (docs/reference_behaviour.md §6.4).
@@ -54,6 +60,9 @@ STATE_DICT_RENAMES: list[tuple[str, str]] = [
 DROPPED_IDENTITY_NORMS = re.compile(
     r"^projector\.(layer_norms\.\d+|out_norm|qformer\.layers\.\d+\.(attn_norm|mlp_norm))\.(weight|bias)$"
 )
+
+# The original config.json's model_type (the same name as the native one).
+ORIGINAL_MODEL_TYPE = "granite_speech_nar"
 
 # Config fields: original name -> native name (None: dropped after the check in convert_config_dict).
 ENCODER_FIELDS = {
@@ -158,6 +167,12 @@ def _map_fields(section: str, values: dict, table: dict) -> tuple[dict, dict]:
 
 def convert_config_dict(original: dict) -> dict:
     """Original ``config.json`` dict → native :class:`GraniteSpeechNarConfig` kwargs (docs/reference_behaviour.md §6.3, §6.4)."""
+    model_type = original.get("model_type", ORIGINAL_MODEL_TYPE)
+    if model_type != ORIGINAL_MODEL_TYPE:
+        raise OriginalLayoutError(
+            f"model_type is {model_type!r}, not {ORIGINAL_MODEL_TYPE!r}: this config.json describes another "
+            "model. Point at a Granite Speech NAR checkpoint (e.g. ibm-granite/granite-speech-4.1-2b-nar)."
+        )
     if "llm_config" in original:
         raise OriginalLayoutError(
             "this is the early 7d20732d snapshot layout (llm_config, 100353-class BPE head with the blank at "
@@ -256,10 +271,25 @@ def convert_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def read_config(folder: str | Path) -> dict:
+    """A checkpoint folder's ``config.json`` as a dict (:class:`CheckpointFileError` naming it if unreadable)."""
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {folder}.")
-    return json.loads(path.read_text())
+        raise CheckpointFileError(
+            f"no config.json in {folder}: not a model folder. Pass the folder that holds the checkpoint's "
+            "config.json and model.safetensors, or re-download the checkpoint."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointFileError(
+            f"{path} is not valid JSON ({err}); re-download the checkpoint or fix the file."
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointFileError(
+            f"{path} holds a JSON {type(config).__name__}, not an object of config fields; re-download the "
+            "checkpoint or fix the file."
+        )
+    return config
 
 
 # Fields of the original preprocessor_config.json (docs/reference_behaviour.md §1.5) plus FeatureExtractionMixin bookkeeping.

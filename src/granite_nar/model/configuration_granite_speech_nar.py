@@ -11,9 +11,23 @@ defaults reproduce the code that produced the published numbers (docs/reference_
   self-conditioning residual, docs/reference_behaviour.md §3.1.5),
 * ``GraniteSpeechNarConfig.min_edit_sequence_length`` (at least 8 insertion slots, docs/reference_behaviour.md §4),
 * the ``N // 320`` frame rule, a constant of the feature extractor (docs/reference_behaviour.md §2.2).
+
+A config read from a dict or a folder (``from_dict``, ``from_pretrained``, the Auto classes) is checked
+against its class: a ``model_type`` other than the class's own (at the top or in a sub-config) is refused
+with a ``ValueError`` naming the file, both types and what to do; a field neither the class nor
+transformers' own bookkeeping knows gives one :class:`UnknownConfigFieldWarning` naming every such field.
+Unknown fields warn rather than fail so that a config written by a newer ``granite_nar`` (with a field
+this version lacks) still loads; as in transformers they are kept as attributes and otherwise unused.
 """
 
 from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import os
+import warnings
+from pathlib import Path
 
 from huggingface_hub.dataclasses import strict
 from transformers import GraniteConfig
@@ -26,11 +40,158 @@ __all__ = [
     "GraniteSpeechNarProjectorConfig",
     "GraniteSpeechNarTextConfig",
     "GraniteSpeechNarConfig",
+    "UnknownConfigFieldWarning",
+    "check_config_dict",
 ]
 
 
+class UnknownConfigFieldWarning(UserWarning):
+    """A config field this version of ``granite_nar`` does not know: kept as an attribute, otherwise unused."""
+
+
+# Keys transformers itself reads or writes in a config.json besides a config's dataclass fields
+# (bookkeeping, backward-compatible aliases, fine-tuning and quantization settings).
+TRANSFORMERS_CONFIG_KEYS = frozenset(
+    {
+        "model_type",
+        "transformers_version",
+        "architectures",
+        "dtype",
+        "torch_dtype",
+        "_name_or_path",
+        "name_or_path",
+        "_commit_hash",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "attn_implementation",
+        "experts_implementation",
+        "_attn_implementation_internal",
+        "_experts_implementation_internal",
+        "_attn_implementation_autoset",
+        "num_labels",
+        "id2label",
+        "label2id",
+        "problem_type",
+        "chunk_size_feed_forward",
+        "is_encoder_decoder",
+        "per_layer_config",
+        "tie_last_hidden_states",
+        "tie_word_embeddings",
+        "auto_map",
+        "custom_pipelines",
+        "quantization_config",
+        "_pre_quantization_dtype",
+        "use_cache",
+        "rope_scaling",
+        "rope_theta",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "sep_token_id",
+        "decoder_start_token_id",
+        "tokenizer_class",
+        "task_specific_params",
+        "finetuning_task",
+    }
+)
+# Keys granite_nar itself writes besides the fields: the random-weights marker of the demo models
+# (granite_nar.testing.demo, read by the granite-nar command line).
+GRANITE_NAR_CONFIG_KEYS = frozenset({"granite_nar_random_demo"})
+
+# What a config is being read from (set by from_pretrained, read by from_dict), for the messages.
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "granite_nar_config_source", default=None
+)
+
+
+@functools.cache
+def _known_fields(cls) -> frozenset[str]:
+    names = {f.name for f in dataclasses.fields(cls)} | set(cls.attribute_map)
+    try:  # generation parameters in old configs: transformers pops them (they belong in generation_config.json)
+        from transformers import GenerationConfig
+
+        names |= set(GenerationConfig._get_default_generation_params())
+    except (ImportError, AttributeError):  # pragma: no cover - another transformers version
+        pass
+    return frozenset(names | TRANSFORMERS_CONFIG_KEYS | GRANITE_NAR_CONFIG_KEYS)
+
+
+def _describe_source(ref: str | os.PathLike | None) -> str:
+    if not ref:
+        return "config dict"
+    path = Path(ref)
+    if path.is_dir():
+        return str(path / "config.json")
+    if path.is_file():
+        return str(path)
+    return f"config.json of {os.fspath(ref)}"
+
+
+def check_config_dict(cls, config_dict: dict, source: str | os.PathLike | None = None) -> None:
+    """Check a native config dict against ``cls`` before it is built (``from_dict`` calls this).
+
+    Raises ``ValueError`` for a ``model_type`` other than ``cls.model_type`` (or, in a sub-config, other than
+    the sub-config class's), naming ``source``, both types and what to do. Warns once
+    (:class:`UnknownConfigFieldWarning`) naming every field, sub-config fields included
+    (``encoder_config.foo``), that neither the class nor transformers' bookkeeping knows.
+    """
+    where = _describe_source(source)
+    unknown = _check_fields(cls, config_dict, where, prefix="")
+    if unknown:
+        fields = ", ".join(repr(name) for name in unknown)
+        s, them, attributes = ("s", "them", "attributes") if len(unknown) > 1 else ("", "it", "an attribute")
+        warnings.warn(
+            f"{where}: unknown config field{s} {fields} for {cls.model_type!r}: this version of granite_nar "
+            f"does not know {them} (kept as {attributes}, otherwise ignored). If a newer granite_nar wrote "
+            "this config, upgrade granite_nar (pip install -U granite_nar); otherwise fix the spelling or "
+            f"remove {them} from the file.",
+            UnknownConfigFieldWarning,
+            stacklevel=4,
+        )
+
+
+def _check_fields(cls, config_dict: dict, where: str, prefix: str) -> list[str]:
+    model_type = config_dict.get("model_type")
+    if model_type is not None and model_type != cls.model_type:
+        if prefix:
+            raise ValueError(
+                f"{where}: {prefix}model_type is {model_type!r}, expected {cls.model_type!r} "
+                f"({cls.__name__}). Fix or remove {prefix}model_type in the file, or save the config again "
+                "with granite_nar."
+            )
+        raise ValueError(
+            f"{where}: model_type is {model_type!r}, expected {cls.model_type!r}: this config describes "
+            f"another model, not a {cls.__name__}. Load it with the class made for {model_type!r} (e.g. "
+            "transformers.AutoConfig / AutoModel), or point at a Granite Speech NAR checkpoint."
+        )
+    known = _known_fields(cls)
+    unknown = [prefix + key for key in config_dict if key not in known]
+    for key, sub_cls in getattr(cls, "_component_configs", {}).items():
+        if isinstance(config_dict.get(key), dict):
+            unknown += _check_fields(sub_cls, config_dict[key], where, prefix=f"{prefix}{key}.")
+    return unknown
+
+
+class _CheckedLoading:
+    """``from_dict`` / ``from_pretrained`` that check the dict first (:func:`check_config_dict`)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        token = _SOURCE.set(os.fspath(pretrained_model_name_or_path))
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            _SOURCE.reset(token)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        check_config_dict(cls, config_dict, kwargs.get("name_or_path") or _SOURCE.get())
+        return super().from_dict(config_dict, **kwargs)
+
+
 @strict
-class GraniteSpeechNarEncoderConfig(PreTrainedConfig):
+class GraniteSpeechNarEncoderConfig(_CheckedLoading, PreTrainedConfig):
     r"""Conformer CTC encoder with a self-conditioned character CTC head and a pooled BPE CTC head.
 
     Args:
@@ -120,7 +281,7 @@ class GraniteSpeechNarEncoderConfig(PreTrainedConfig):
 
 
 @strict
-class GraniteSpeechNarProjectorConfig(PreTrainedConfig):
+class GraniteSpeechNarProjectorConfig(_CheckedLoading, PreTrainedConfig):
     r"""Windowed Q-Former projector: 15-frame windows, 3 learned queries each (docs/reference_behaviour.md §3.2).
 
     Args:
@@ -179,7 +340,7 @@ class GraniteSpeechNarProjectorConfig(PreTrainedConfig):
 
 
 @strict
-class GraniteSpeechNarTextConfig(GraniteConfig):
+class GraniteSpeechNarTextConfig(_CheckedLoading, GraniteConfig):
     r"""The Granite-4.0-1B-shaped language model, run as a bidirectional editor (docs/reference_behaviour.md §1.3, §3.3).
 
     Same fields as :class:`transformers.GraniteConfig`; the defaults are the released editor's.
@@ -212,7 +373,7 @@ class GraniteSpeechNarTextConfig(GraniteConfig):
 
 
 @strict
-class GraniteSpeechNarConfig(PreTrainedConfig):
+class GraniteSpeechNarConfig(_CheckedLoading, PreTrainedConfig):
     r"""Granite Speech NAR: encoder + BPE CTC head + projector + bidirectional editor.
 
     Args:
@@ -257,6 +418,12 @@ class GraniteSpeechNarConfig(PreTrainedConfig):
             if value is None:
                 value = cls()
             elif isinstance(value, dict):
+                sub_type = value.get("model_type", cls.model_type)
+                if sub_type != cls.model_type:
+                    raise ValueError(
+                        f"{key}.model_type is {sub_type!r}, expected {cls.model_type!r} ({cls.__name__}); "
+                        f"fix or remove {key}.model_type."
+                    )
                 value = cls(**{k: v for k, v in value.items() if k != "model_type"})
             elif not isinstance(value, cls):
                 raise TypeError(f"{key} must be a dict or a {cls.__name__}, got {type(value).__name__}.")
@@ -294,7 +461,11 @@ class GraniteSpeechNarConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        """Also reads the original remote-code ``config.json`` layout, mapping its fields (docs/reference_behaviour.md §6.3)."""
+        """Also reads the original remote-code ``config.json`` layout, mapping its fields (docs/reference_behaviour.md §6.3).
+
+        A native dict is checked first (:func:`check_config_dict`): a wrong ``model_type`` is refused, unknown
+        fields warn. The original layout is mapped strictly (an unknown field raises).
+        """
         if is_original_config(config_dict):
             config_dict = convert_config_dict(config_dict)
         return super().from_dict(config_dict, **kwargs)

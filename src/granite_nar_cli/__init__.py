@@ -1,0 +1,172 @@
+"""The ``granite-nar`` console entry point: argument parsing, ``--help`` and ``--version``.
+
+It lives outside the ``granite_nar`` package on purpose. Importing ``granite_nar`` registers its classes with
+the transformers Auto factories (``import granite_nar`` then ``AutoModelForCTC.from_pretrained(...)``), which
+imports torch and transformers: over a second before anything runs. This module imports neither, so
+``granite-nar --help``, ``granite-nar transcribe --help``, ``--version`` and usage errors answer at once;
+a command that does work imports :mod:`granite_nar.cli` (and with it the package) only after its
+arguments have been parsed. ``granite_nar.cli.main`` and ``python -m granite_nar`` are this same ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser", "version", "model_problem"]
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# What a Hub repo id looks like (org/name); granite_nar.checkpoints.loading.is_hub_id checks the rest.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def version() -> str:
+    """The installed ``granite_nar`` version, read from the package metadata (no import of the package)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("granite_nar")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        import granite_nar
+
+        return granite_nar.__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's own, but the version is looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="granite-nar",
+        description="Granite Speech NAR speech recognition (non-autoregressive, by transcript editing).",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the granite_nar version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    tr = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files",
+        description="Transcribe audio files (wav, flac, ogg, mp3, aiff; m4a/mp4/aac with ffmpeg; any rate, resampled to 16 kHz; multi-channel "
+        "audio is averaged to mono). Transcripts go to stdout in input order; problems go to stderr.",
+    )
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    tr.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="model folder (native or original layout) or Hub id (org/name); HF_HUB_OFFLINE=1 reads only "
+        "the Hub cache",
+    )
+    tr.add_argument("--batch-size", "-b", type=_positive_int, default=8, help="utterances per batch (8)")
+    tr.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    tr.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
+    )
+    tr.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (torch.set_num_threads); 1 is fastest on a busy machine "
+        "(default: torch's choice)",
+    )
+    tr.add_argument(
+        "--editing-steps", type=_non_negative_int, default=1, help="editing passes over the CTC draft (1)"
+    )
+    tr.add_argument(
+        "--output",
+        "-o",
+        choices=["txt", "jsonl"],
+        default="txt",
+        help="txt: the transcript (PATH<TAB>TRANSCRIPT per line for several files); jsonl: one JSON "
+        "object per file with path, text, duration_sec, error (and draft)",
+    )
+    tr.add_argument("--drafts", action="store_true", help="also print the encoder's CTC draft")
+    tr.add_argument(
+        "--no-resample", action="store_true", help="refuse files not at 16 kHz instead of resampling them"
+    )
+    tr.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="transcribe the part of a truncated file that is present (with a warning) instead of refusing it",
+    )
+    bar = tr.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="show a progress bar"
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+    return parser
+
+
+def no_such_folder(ref: str) -> str:
+    """The message for a --model that is neither a folder nor a Hub id."""
+    return (
+        f"--model {ref}: no such model folder ({os.path.abspath(os.path.expanduser(ref))} does not exist). "
+        "Check the path; a Hugging Face Hub id has the form org/name, e.g. ibm-granite/granite-speech-4.1-2b-nar"
+    )
+
+
+def model_problem(ref: str) -> str | None:
+    """Why ``--model ref`` cannot name a model, or ``None`` if it is a folder or reads as a Hub id.
+
+    Checked before anything heavy is imported, so a mistyped folder (``-m tiny-synth``) is refused at once
+    instead of being looked up on the Hub.
+    """
+    if os.path.isdir(os.path.expanduser(ref)):
+        return None
+    if os.path.exists(ref):
+        return (
+            f"--model {ref}: a file, not a model folder; pass the folder that holds its config.json and "
+            "model.safetensors"
+        )
+    if not _HUB_ID.fullmatch(ref):
+        return no_such_folder(ref)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script passes it to ``sys.exit``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed usage and the error (or --help / --version) already
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+    problem = model_problem(args.model) if args.command == "transcribe" else None
+    if problem is not None:
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    from granite_nar.cli import run  # the heavy part: torch, transformers, the model
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
