@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
+from transformers import AutoTokenizer, PrinterCallback, TrainerCallback, TrainingArguments
 
 from granite_nar import (
     GraniteSpeechNarConfig,
@@ -104,7 +104,7 @@ def tiny_config(vocab_size: int, pad_id: int, blank_id: int) -> GraniteSpeechNar
     )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="runs/synth", help="folder with train/dev/test.jsonl and tokenizer/")
     p.add_argument("--out", default="examples/models/tiny-synth", help="where the final model is saved")
@@ -145,7 +145,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--logging-steps", type=int, default=25)
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training rows")
     p.add_argument("--max-dev", type=int, default=None)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def build_ar(config: GraniteSpeechNarConfig):
@@ -264,8 +264,8 @@ class Phases(TrainerCallback):
             print(f"step {state.global_step}: encoder frozen, projector and editor train on", flush=True)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     corpus = Path(args.corpus)
@@ -287,9 +287,10 @@ def main() -> None:
     filters = ManifestFilter(max_duration_sec=30.0)
     train_rows, train_report = read_manifest(corpus / "train.jsonl", tokenizer=tokenizer, filters=filters)
     dev_rows, dev_report = read_manifest(corpus / "dev.jsonl", tokenizer=tokenizer, filters=filters)
+    # The reports count the rows actually used: those past --max-train / --max-dev are counted as skipped.
+    train_rows = train_report.limit(train_rows, args.max_train, "beyond --max-train")
+    dev_rows = dev_report.limit(dev_rows, args.max_dev, "beyond --max-dev")
     print(train_report, dev_report, sep="\n")
-    train_rows = train_rows[: args.max_train]
-    dev_rows = dev_rows[: args.max_dev]
     train_set = SpeechDataset(train_rows, feature_extractor, cache_features=True)
     dev_set = SpeechDataset(dev_rows, feature_extractor, cache_features=True)
     collator = DataCollatorForGraniteSpeechNar(feature_extractor, tokenizer, char_vocabulary=CHAR_VOCABULARY)
@@ -369,6 +370,9 @@ def main() -> None:
             char_ctc_loss_lambda=args.char_ctc_loss_lambda,
             transcription_evaluator=ArEvaluator(dev_set, collator, tokenizer),
         )
+    # log_fn prints every log record (as JSON, with the time); with disable_tqdm=True transformers' own
+    # PrinterCallback would print each one a second time (as a dict).
+    trainer.remove_callback(PrinterCallback)
 
     t0 = time.monotonic()
     trainer.train()
@@ -394,7 +398,12 @@ def main() -> None:
         "best_dev_metric": {best_metric: trainer.state.best_metric},
         "parameters": sum(p.numel() for p in final.parameters()),
         "args": vars(args),
-        "train_manifest": {"kept": train_report.kept, "skipped": dict(train_report.skipped)},
+        "train_manifest": {
+            "rows": train_report.total,
+            "kept": train_report.kept,
+            "kept_hours": round(train_report.kept_seconds / 3600, 3),
+            "skipped": dict(train_report.skipped),
+        },
         "char_vocabulary": CHAR_VOCABULARY,
     }
     (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

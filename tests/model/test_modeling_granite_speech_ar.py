@@ -169,7 +169,7 @@ def test_audio_prompt_is_fed_once_then_the_cache_is_used():
     calls = []
 
     def record(module, args, kwargs):
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))  # "cache" from transformers 5.24
         calls.append(
             (
                 None if kwargs.get("inputs_embeds") is None else tuple(kwargs["inputs_embeds"].shape),

@@ -1,5 +1,5 @@
-"""``granite_nar.training.data``: manifest reading and filtering, the CTC fit rule, the collator and the lazy
-dataset. The tokenizer comes from ``conftest.py``."""
+"""``granite_nar.training.data``: manifest reading and filtering, characters the tokenizer cannot represent, the
+CTC fit rule, the collator and the lazy dataset. The tokenizer comes from ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from granite_nar.audio.feature_extraction_granite_speech_nar import GraniteSpeec
 from granite_nar.lengths import num_bpe_windows, num_encoder_frames
 from granite_nar.training import (
     DataCollatorForGraniteSpeechNar,
+    ManifestError,
     ManifestFilter,
     SpeechDataset,
     ctc_symbols_needed,
     read_manifest,
+    unknown_characters,
 )
 
 sf = pytest.importorskip("soundfile")
@@ -138,3 +140,79 @@ def test_dataset_loads_lazily_and_caches(tmp_path):
     first = cached[0]["input_features"]
     (tmp_path / "a.wav").unlink()  # served from the cache from now on
     assert cached[0]["input_features"] is first and first.shape == (50, 160)
+
+
+# -- characters the tokenizer cannot represent ----------------------------------------------------------------
+
+
+def _manifest_with_texts(folder, texts):
+    _write_wav(folder / "a.wav", 3.0)
+    lines = [json.dumps({"audio_path": "a.wav", "text": t, "duration_sec": 3.0}) for t in texts]
+    (folder / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "m.jsonl"
+
+
+def test_unknown_characters_names_what_the_tokenizer_maps_to_unk(tokenizer):
+    assert unknown_characters(tokenizer, "the red cat") == ""
+    # In order of appearance; "42!" is one fused <unk> whose offsets cover all three characters.
+    assert unknown_characters(tokenizer, "Hello the cat 42!") == "H42!"
+
+    class NoOffsets:  # a tokenizer without offset mappings (a slow one): each character is tried alone
+        unk_token_id = tokenizer.unk_token_id
+
+        def __call__(self, text, add_special_tokens=True, return_offsets_mapping=False):
+            if return_offsets_mapping:
+                raise NotImplementedError
+            return tokenizer(text, add_special_tokens=add_special_tokens)
+
+    assert unknown_characters(NoOffsets(), "Hello the cat 42!") == "H42!"
+
+
+def test_rows_with_unknown_characters_are_reported_and_refused_above_the_limit(tmp_path, tokenizer):
+    manifest = _manifest_with_texts(
+        tmp_path, ["the red cat", "The red cat!", "a dog", "the dog", "my Cat sees a dog", "a cat"]
+    )
+    # Counted, not skipped: the rows are kept (trained on as <unk>) and the report names the characters.
+    rows, report = read_manifest(manifest, tokenizer=tokenizer, max_unknown_fraction=None)
+    assert len(rows) == report.kept == 6 and report.num_skipped == 0
+    assert report.unknown_rows == 2 and report.unknown_examples == [2, 5]
+    assert dict(report.unknown_characters) == {"T": 1, "!": 1, "C": 1}
+    assert report.unknown_fraction == pytest.approx(2 / 6)
+    assert (
+        "       2  kept rows with characters the tokenizer cannot represent, trained on as <unk> (lines 2, 5): "
+        "'T' (1 row), '!' (1 row), 'C' (1 row)"
+    ) in str(report).splitlines()
+
+    # The default limit (1 % of the kept rows) refuses the manifest, with the report attached.
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(manifest, tokenizer=tokenizer)
+    assert str(caught.value) == (
+        f"{manifest}: 2 of 6 kept rows (33.3 %) have characters the tokenizer cannot represent, which would be "
+        "trained on as <unk>: 'T' (1 row), '!' (1 row), 'C' (1 row) (first lines 2, 5); the limit is "
+        "max_unknown_fraction=0.01. Normalise the text to the tokenizer's alphabet (e.g. lowercase it, spell "
+        "out digits) or raise the limit."
+    )
+    assert isinstance(caught.value, ValueError) and caught.value.report.unknown_rows == 2
+    # At the limit is allowed, above it is not.
+    assert read_manifest(manifest, tokenizer=tokenizer, max_unknown_fraction=2 / 6)[1].unknown_rows == 2
+    with pytest.raises(ManifestError, match=r"2 of 6 kept rows"):
+        read_manifest(manifest, tokenizer=tokenizer, max_unknown_fraction=0.3)
+    with pytest.raises(ValueError, match=r"max_unknown_fraction must be in \[0, 1\] or None, got 2"):
+        read_manifest(manifest, tokenizer=tokenizer, max_unknown_fraction=2)
+    # Without a tokenizer nothing can be checked.
+    assert read_manifest(manifest)[1].unknown_rows == 0
+
+
+def test_report_limit_counts_the_rows_left_out(tmp_path, tokenizer):
+    manifest = _manifest_with_texts(tmp_path, ["the red cat", "a dog", "the dog", "a cat"])
+    rows, report = read_manifest(manifest, tokenizer=tokenizer)
+    assert report.limit(rows, None, "beyond max") == rows and report.limit(rows, 9, "beyond max") == rows
+    kept = report.limit(rows, 1, "beyond --max-train")
+    assert [r.line for r in kept] == [1]
+    assert (report.kept, report.kept_seconds, report.total) == (1, 3.0, 4)
+    assert dict(report.skipped) == {"beyond --max-train": 3} and report.examples["beyond --max-train"] == [
+        2,
+        3,
+        4,
+    ]
+    assert str(report).splitlines()[0] == f"{manifest}: kept 1 of 4 rows (0.00 h), skipped 3"

@@ -7,7 +7,13 @@ import pytest
 import torch
 from testers import GraniteSpeechNarForCTCModelTester
 
-from granite_nar.training import apply_preset, compute_nar_losses, count_parameters
+from granite_nar.training import (
+    apply_preset,
+    compute_nar_losses,
+    count_parameters,
+    is_peft_model,
+    merged_state_dict,
+)
 from granite_nar.training.presets import lora_linear_layers, trainable_parameter_names
 
 model_tester = GraniteSpeechNarForCTCModelTester()
@@ -91,3 +97,32 @@ def test_frozen_batch_norm_keeps_its_statistics():
     before = bn.running_mean.clone()
     compute_nar_losses(model, feats, mask, torch.tensor([[3, 4], [5, 6]]), torch.tensor([2, 2]))
     assert not torch.equal(bn.running_mean, before)
+
+
+def test_merged_state_dict_equals_merge_and_unload_and_leaves_the_model_alone():
+    pytest.importorskip("peft")
+    import copy
+
+    model, _ = apply_preset(
+        model_tester.create_model(), "lora", lora_targets=["encoder", "editor"], lora_rank=4, verbose=False
+    )
+    generator = torch.Generator().manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # zero at initialisation: give the adapters something to merge
+            param.data = torch.randn(param.shape, generator=generator) * 0.1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    merged = merged_state_dict(model)
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(merged) == set(reference) == set(model_tester.create_model().state_dict())
+    for name, tensor in reference.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert any(not torch.equal(merged[n], t) for n, t in model_tester.create_model().state_dict().items())
+    # The peft model is unchanged (not merged in place), so training can go on.
+    assert is_peft_model(model) and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # The tied head and embedding stay one tensor.
+    assert merged["lm_head.weight"] is merged["model.language_model.embed_tokens.weight"]
+    # A model without adapters: its own state dict.
+    plain = model_tester.create_model()
+    assert not is_peft_model(plain)
+    assert all(torch.equal(merged_state_dict(plain)[k], v) for k, v in plain.state_dict().items())

@@ -150,7 +150,14 @@ def test_trainer_logs_components_and_keeps_the_best_checkpoint(tmp_path, tokeniz
     )
     evals = [r for r in records if "eval_edit1_cer" in r]
     assert len(evals) == 2 and all({"eval_draft_cer", "eval_edit2_wer", "eval_rtfx"} <= set(r) for r in evals)
-    assert len(list(tmp_path.glob("checkpoint-*"))) == 1
+    (checkpoint,) = tmp_path.glob("checkpoint-*")
+    # The processor (built from the collator's feature extractor and tokenizer) is saved with the weights, so
+    # the checkpoint is a complete model folder.
+    from granite_nar import GraniteSpeechNarForCTC, GraniteSpeechNarProcessor
+
+    GraniteSpeechNarForCTC.from_pretrained(checkpoint)
+    processor = GraniteSpeechNarProcessor.from_pretrained(checkpoint)
+    assert processor.tokenizer("a cat")["input_ids"] == tokenizer("a cat")["input_ids"]
 
 
 def test_wall_clock_schedule():

@@ -94,6 +94,7 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
     """
 
     _tied_weights_keys = {"lm_head.weight": "language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
     # What GenerationMixin decodes; the audio prompt reaches it as ``inputs_embeds`` (see :meth:`generate`).
     main_input_name = "input_ids"
 
@@ -339,16 +340,19 @@ class GraniteSpeechArForConditionalGeneration(GraniteSpeechArPreTrainedModel, Ge
         """The prompt (audio embeddings + start token) exists only as ``inputs_embeds``: it is fed once, on
         the prefill step, when the cache is still empty. Every later step feeds only the newest token id at
         its position; everything before it is read from the KV cache. Audio features are never re-encoded."""
-        cache_empty = past_key_values is None or past_key_values.get_seq_length() == 0
+        # transformers >= 5.24 passes the cache as ``cache``; earlier versions as ``past_key_values``.
+        cache = kwargs.get("cache", past_key_values)
+        cache_empty = cache is None or cache.get_seq_length() == 0
         first = bool(is_first_iteration) or cache_empty
         if first and inputs_embeds is None and input_ids.shape[1] == 0:
             raise ValueError("generation needs a prompt: pass input_features (or inputs_embeds).")
         for name in ("input_features", "input_features_mask"):
             if kwargs.pop(name, None) is not None:
                 raise ValueError(f"{name} must go through generate(), which encodes the audio once.")
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
         return super().prepare_inputs_for_generation(
             input_ids,
-            past_key_values=past_key_values,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds if first else None,
             is_first_iteration=first,

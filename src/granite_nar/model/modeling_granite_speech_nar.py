@@ -425,6 +425,9 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # Tensor-parallel plan of the tied head, as GraniteForCausalLM has: it shares the embedding's weight,
+    # which transformers shards.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: GraniteSpeechNarConfig):
         super().__init__(config)

@@ -5,6 +5,7 @@ See ``docs/training.md``. The ``lora`` preset needs the ``train`` extra (peft).
 
 from .data import (
     DataCollatorForGraniteSpeechNar,
+    ManifestError,
     ManifestFilter,
     ManifestReport,
     ManifestRow,
@@ -12,6 +13,7 @@ from .data import (
     ctc_symbols_needed,
     load_waveform,
     read_manifest,
+    unknown_characters,
 )
 from .metrics import (
     EditCounts,
@@ -24,18 +26,29 @@ from .metrics import (
     word_error_rate,
 )
 from .noise import DraftNoise
-from .presets import PRESETS, TrainableSummary, apply_preset, count_parameters, unwrap_model
+from .presets import (
+    PRESETS,
+    TrainableSummary,
+    apply_preset,
+    count_parameters,
+    is_peft_model,
+    merged_state_dict,
+    unwrap_model,
+)
 from .trainer import (
+    ADAPTER_SUBFOLDER,
     GraniteSpeechNarTrainer,
     NarLosses,
     TranscriptionEvaluator,
     WallClockBudget,
     compute_nar_losses,
+    save_merged_model,
     step_name,
 )
 
 __all__ = [
     "DataCollatorForGraniteSpeechNar",
+    "ManifestError",
     "ManifestFilter",
     "ManifestReport",
     "ManifestRow",
@@ -43,6 +56,7 @@ __all__ = [
     "ctc_symbols_needed",
     "load_waveform",
     "read_manifest",
+    "unknown_characters",
     "EditCounts",
     "ErrorRate",
     "basic_normalize",
@@ -56,11 +70,15 @@ __all__ = [
     "TrainableSummary",
     "apply_preset",
     "count_parameters",
+    "is_peft_model",
+    "merged_state_dict",
     "unwrap_model",
+    "ADAPTER_SUBFOLDER",
     "GraniteSpeechNarTrainer",
     "NarLosses",
     "TranscriptionEvaluator",
     "WallClockBudget",
     "compute_nar_losses",
+    "save_merged_model",
     "step_name",
 ]

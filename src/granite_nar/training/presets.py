@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "lora_linear_layers",
     "trainable_parameter_names",
     "unwrap_model",
+    "is_peft_model",
+    "merged_state_dict",
     "freeze_batch_norm_statistics",
 ]
 
@@ -80,6 +83,59 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The GraniteSpeechNarForCTC inside a peft wrapper (LoRA layers are injected in place); else ``model``."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft wrapper (``PeftModel``), e.g. the ``lora`` preset's result."""
+    return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the plain model that merging ``model``'s LoRA adapters would give, on the CPU.
+
+    The keys are the plain :class:`~granite_nar.GraniteSpeechNarForCTC` names (``….weight``, not
+    ``….base_layer.weight``), each adapted weight is ``W + B A · scaling`` of the active adapters, and
+    ``model`` itself is not changed (unlike ``merge_and_unload``), so training can go on. Only one layer's
+    merged weight is on the accelerator at a time. For a model without adapters, its own state dict.
+    """
+    base = unwrap_model(model)
+    copies: dict[tuple, torch.Tensor] = {}
+
+    def to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+        # Tied tensors (the editor's embedding and output head) stay one tensor on the CPU.
+        key = (tensor.data_ptr(), tensor.device, tensor.shape, tensor.stride())
+        if key not in copies:
+            copies[key] = tensor.detach().cpu()
+        return copies[key]
+
+    if not is_peft_model(model):
+        return {name: to_cpu(tensor) for name, tensor in base.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    lora_layers = {name: module for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+    if any(any(module.use_dora.values()) for module in lora_layers.values()):
+        raise NotImplementedError("merged_state_dict does not support DoRA adapters; use merge_and_unload.")
+    merged: dict[str, torch.Tensor] = {}
+    for name, tensor in base.state_dict().items():
+        if any(part.startswith("lora_") for part in name.split(".")):
+            continue  # the adapters' own tensors (lora_A, lora_B …), which merging removes
+        owner, _, leaf = name.rpartition(".")
+        if owner.endswith(".base_layer") and owner.removesuffix(".base_layer") in lora_layers:
+            owner = owner.removesuffix(".base_layer")
+            module = lora_layers[owner]
+            if leaf == "weight":
+                with torch.no_grad():
+                    delta = sum(
+                        module.get_delta_weight(adapter).to(tensor.dtype)
+                        for adapter in module.active_adapters
+                        if adapter in module.lora_A
+                    )
+                    # A new tensor, never shared: straight to the CPU (not through the cache of to_cpu,
+                    # whose keys are the addresses of tensors the model keeps alive).
+                    merged[f"{owner}.{leaf}"] = (tensor + delta).cpu()
+                    continue
+        merged[f"{owner}.{leaf}" if owner else leaf] = to_cpu(tensor)
+    return merged
 
 
 def count_parameters(model: nn.Module, preset: str = "") -> TrainableSummary:
@@ -172,7 +228,9 @@ def apply_preset(
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as err:
-            raise ImportError("the lora preset needs peft: pip install 'granite_nar[train]'") from err
+            raise ImportError(
+                "the lora preset needs peft: install the train extra from the clone, pip install -e '.[train]'"
+            ) from err
         config = LoraConfig(
             r=lora_rank,
             lora_alpha=lora_alpha,

@@ -25,11 +25,18 @@ the model on the precomputed audio), weighs the components with the same
 metrics (draft / edit-1 / edit-2 CER and WER) to every evaluation through a
 :class:`TranscriptionEvaluator`, so ``metric_for_best_model="edit1_cer"`` with ``save_strategy="best"``
 and ``save_total_limit=1`` keeps only the best checkpoint.
+
+Every checkpoint it saves loads with ``GraniteSpeechNarForCTC.from_pretrained`` and
+``GraniteSpeechNarProcessor.from_pretrained`` (so ``granite-nar transcribe --model CHECKPOINT`` works): the
+processor files are written next to the weights, and a LoRA (peft) model is saved merged
+(``config.json``, ``model.safetensors``) with its adapter in the ``adapter/`` subfolder, from which
+``resume_from_checkpoint`` and ``load_best_model_at_end`` restore it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -43,7 +50,7 @@ from ..lengths import ENCODER_FRAME_SECONDS, lengths_to_mask
 from ..model.ctc import NarLosses, nar_losses
 from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
 from .noise import DraftNoise
-from .presets import unwrap_model
+from .presets import is_peft_model, merged_state_dict, unwrap_model
 
 __all__ = [
     "NarLosses",
@@ -52,7 +59,20 @@ __all__ = [
     "GraniteSpeechNarTrainer",
     "WallClockBudget",
     "step_name",
+    "save_merged_model",
+    "ADAPTER_SUBFOLDER",
 ]
+
+# Subfolder of a checkpoint that holds the LoRA adapter of a peft model (the merged model is at the top).
+ADAPTER_SUBFOLDER = "adapter"
+
+
+def save_merged_model(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Write ``model`` to ``folder`` as a plain :class:`~granite_nar.GraniteSpeechNarForCTC` checkpoint
+    (``config.json``, ``model.safetensors``): a peft model with its LoRA adapters merged (``model`` itself is
+    not changed), anything else as it is."""
+    base = unwrap_model(model)
+    base.save_pretrained(folder, state_dict=merged_state_dict(model) if is_peft_model(model) else None)
 
 
 def compute_nar_losses(
@@ -233,7 +253,15 @@ class GraniteSpeechNarTrainer(Trainer):
         char_ctc_loss_lambda: weight of the optional character CTC of the encoder's self-conditioning head.
         transcription_evaluator: a :class:`TranscriptionEvaluator`; its metrics are added to every
             evaluation (``eval_draft_cer``, ``eval_edit1_cer`` …).
-        log_fn: optional callable receiving every logged dict (e.g. ``print`` for a plain log).
+        log_fn: optional callable receiving every logged dict. With ``disable_tqdm=True`` transformers'
+            ``PrinterCallback`` prints each log as well: remove it (``trainer.remove_callback(PrinterCallback)``)
+            when ``log_fn`` prints.
+        processor: saved into every checkpoint (and by ``save_model``), so that each one loads with
+            ``GraniteSpeechNarProcessor.from_pretrained``; default: built from the data collator's feature
+            extractor and tokenizer when it has both.
+        save_merged: save a peft (LoRA) model merged, with its adapter in the ``adapter/`` subfolder
+            (default), instead of the adapter alone, so that every checkpoint loads with
+            ``GraniteSpeechNarForCTC.from_pretrained``.
 
     Training logs carry the components ``ctc_loss``, ``ce_loss`` and ``encoder_ctc_loss`` averaged over
     the logging interval, next to the total ``loss``. With ``train_sampling_strategy="group_by_length"``
@@ -248,9 +276,15 @@ class GraniteSpeechNarTrainer(Trainer):
         char_ctc_loss_lambda: float = 0.0,
         transcription_evaluator: TranscriptionEvaluator | None = None,
         log_fn: Callable[[dict], None] | None = None,
+        processor=None,
+        save_merged: bool = True,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if processor is None:
+            processor = _processor_of(self.data_collator)
+        self.processor = processor
+        self.save_merged = save_merged
         self.draft_noise = draft_noise
         self.edit_loss_weight = edit_loss_weight
         self.char_ctc_loss_lambda = char_ctc_loss_lambda
@@ -304,6 +338,36 @@ class GraniteSpeechNarTrainer(Trainer):
             self.log(extra)
         return metrics
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, plus: a peft model merged with its adapter in ``adapter/``, and the processor."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.save_merged and state_dict is None and is_peft_model(self.model):
+            if self.args.should_save:
+                os.makedirs(output_dir, exist_ok=True)
+                self.model.save_pretrained(os.path.join(output_dir, ADAPTER_SUBFOLDER))
+                save_merged_model(self.model, output_dir)
+        else:
+            super()._save(output_dir, state_dict)
+        if self.args.should_save and self.processor is not None:
+            self.processor.save_pretrained(output_dir)
+
+    def _load_adapter(self, folder: str, model: nn.Module, is_trainable: bool) -> bool:
+        """Load the adapter saved by :meth:`_save` into a peft ``model``; False when there is none."""
+        adapter = os.path.join(folder, ADAPTER_SUBFOLDER)
+        if not (is_peft_model(model) and os.path.isfile(os.path.join(adapter, "adapter_config.json"))):
+            return False
+        model.load_adapter(adapter, model.active_adapters[0], is_trainable=is_trainable)
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        # The merged weights at the top of a LoRA checkpoint are not the peft model's: load its adapter.
+        if not self._load_adapter(resume_from_checkpoint, model if model is not None else self.model, True):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if not self._load_adapter(self.state.best_model_checkpoint, self.model, False):
+            super()._load_best_model()
+
     def _length_grouped_sampler(self, dataset, batch_size: int):
         """Batches of similar audio length when the dataset knows its lengths (``SpeechDataset.lengths``)."""
         if self.args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "lengths"):
@@ -322,6 +386,17 @@ class GraniteSpeechNarTrainer(Trainer):
         return self._length_grouped_sampler(
             eval_dataset, self.args.eval_batch_size
         ) or super()._get_eval_sampler(eval_dataset)
+
+
+def _processor_of(collator):
+    """A :class:`~granite_nar.GraniteSpeechNarProcessor` of a collator's feature extractor and tokenizer."""
+    feature_extractor = getattr(collator, "feature_extractor", None)
+    tokenizer = getattr(collator, "tokenizer", None)
+    if feature_extractor is None or tokenizer is None:
+        return None
+    from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
+
+    return GraniteSpeechNarProcessor(feature_extractor, tokenizer)
 
 
 class WallClockBudget(TrainerCallback):
