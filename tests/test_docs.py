@@ -189,3 +189,23 @@ def test_doc_code_blocks_run(doc: Path, language: str, with_slow: bool, tmp_path
                 f"--- stderr ---\n{_tail(proc.stderr)}",
                 pytrace=False,
             )
+
+
+PIP_INSTALL = re.compile(r"pip install[^\n`]*")
+
+
+def test_every_install_line_works_from_a_clone():
+    """The package is installed from a clone (``pip install -e ".[extra]"``), not from an index; every
+    extra a docs page names exists in pyproject.toml."""
+    import tomllib
+
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    lines = [
+        (doc.name, m.group(0)) for doc in DOCS for m in PIP_INSTALL.finditer(doc.read_text(encoding="utf-8"))
+    ]
+    assert lines
+    for doc, line in lines:
+        assert "granite_nar[" not in line and "granite-nar[" not in line, f"{doc}: {line!r} needs an index"
+        for group in re.findall(r"\.\[([^\]]+)\]", line):
+            unknown = {name.strip() for name in group.split(",")} - extras
+            assert not unknown, f"{doc}: {line!r} names extras {sorted(unknown)} that pyproject.toml lacks"

@@ -246,3 +246,28 @@ def test_a_preprocessor_config_naming_the_processor_is_enough(tmp_path, no_remot
     config["processor_class"] = "GraniteSpeechNarProcessor"
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
     assert type(AutoProcessor.from_pretrained(tmp_path)) is GraniteSpeechNarProcessor
+
+
+@pytest.mark.parametrize(
+    "removed, message",
+    [
+        (
+            ("tokenizer.json", "tokenizer_config.json"),
+            r"no tokenizer files .*tokenizer\.json.*save_pretrained",
+        ),
+        (
+            ("processor_config.json",),
+            r"no processor_config\.json or preprocessor_config\.json.*save_pretrained",
+        ),
+    ],
+    ids=["tokenizer", "processor_config"],
+)
+def test_a_folder_missing_processor_files_names_them(tmp_path, removed, message):
+    """transformers' own messages blame a missing sentencepiece/tiktoken or point at huggingface.co."""
+    folder = tmp_path / "model"
+    shutil.copytree(REPO / "examples" / "models" / "tiny-synth", folder)
+    for name in removed:
+        (folder / name).unlink()
+    with pytest.raises(FileNotFoundError, match=message) as info:
+        GraniteSpeechNarProcessor.from_pretrained(folder)
+    assert str(folder) in str(info.value)

@@ -7,8 +7,10 @@ ids   ◄── tokenizer.decode, special tokens skipped, whitespace collapsed �
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,16 @@ class GraniteSpeechNarProcessor(ProcessorMixin):
     def __init__(self, feature_extractor, tokenizer, blank_token: str | None = None):
         self.blank_token = blank_token
         super().__init__(feature_extractor, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load the feature extractor and the tokenizer; a local folder missing either's files is refused
+        naming the files and what to do (transformers' own messages point at the Hub or at a converter
+        library instead)."""
+        folder = Path(os.fspath(pretrained_model_name_or_path))
+        if folder.is_dir():
+            _check_processor_folder(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def blank_token_id(self) -> int | None:
@@ -150,6 +162,33 @@ def clean_transcript(text: str) -> str:
     to an extra space; a transcript never means one.
     """
     return " ".join(text.split())
+
+
+# Files a tokenizer can be loaded from (one of these sets must be present).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _check_processor_folder(folder: Path) -> None:
+    """Refuse a local processor folder without feature-extractor settings or tokenizer files."""
+    if not any((folder / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")):
+        raise FileNotFoundError(
+            f"{folder}: no processor_config.json or preprocessor_config.json, so the feature-extractor settings "
+            "are missing. Copy the processor files of the checkpoint this folder came from, or write them with "
+            "processor.save_pretrained(folder) (the released model uses GraniteSpeechNarFeatureExtractor()'s "
+            "defaults)."
+        )
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer files (none of {', '.join(_TOKENIZER_FILES)}), so the tokenizer cannot be "
+            "loaded. Copy the tokenizer files (tokenizer.json and tokenizer_config.json) of the checkpoint this "
+            "folder came from, or write them with processor.save_pretrained(folder)."
+        )
 
 
 def encode_labels(
