@@ -235,19 +235,6 @@ def test_threads_sets_torch_threads_during_the_run(model_dir, files, monkeypatch
 # Models that are mistyped, offline, broken or not this model
 
 
-@pytest.fixture
-def no_hub(monkeypatch):
-    """Offline, and any attempt to reach the Hub fails the test."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"the Hub was asked for {args} {kwargs}")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", forbidden)
-
-
 @pytest.mark.parametrize("ref", ["tiny-synth", "./tiny-synth", "models/tiny/synth", "~/no/such", "my model"])
 def test_mistyped_model_folder_is_refused_at_once(ref, no_hub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,6 @@ import huggingface_hub
 import huggingface_hub.constants
 import pytest
 import torch
-import transformers.utils.hub
 from testers import GraniteSpeechNarForCTCModelTester
 from transformers import AutoModel, AutoModelForCTC
 
@@ -88,19 +87,6 @@ def test_repo_id_loads_offline_from_the_hub_cache(cls, tiny_original, tmp_path, 
 
 # --------------------------------------------------------------------------------------------------------
 # Where the checkpoint is: mistyped folders never reach the Hub, Hub failures say what to do
-
-
-@pytest.fixture
-def no_hub(monkeypatch):
-    """Offline, and any attempt to reach the Hub (or its cache) fails the test."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"the Hub was asked for {args} {kwargs}")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
-    monkeypatch.setattr(transformers.utils.hub, "cached_file", forbidden)
 
 
 @pytest.mark.parametrize("ref", ["tiny-synth", "./tiny-synth", "/no/such/model", "a/b/c", "my model", "org/"])
