@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 from nar_vs_ar import (
     DECODERS,
     MIXED_DURATIONS,
@@ -18,14 +17,6 @@ from nar_vs_ar import (
     run_benchmark,
     settings_from_args,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_tiny_run_reports_consistent_fields():

@@ -24,15 +24,6 @@ model_tester = GraniteSpeechNarForCTCModelTester()
 LENGTHS = [40, 23, 31, 12]  # encoder frames: 8, 4, 6 and 2 audio tokens, mixed on purpose
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops are dominated by thread synchronisation on a shared machine; one thread is faster and deterministic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sharp_ar(seed: int = 0) -> GraniteSpeechArForConditionalGeneration:
     """An AR model whose greedy output depends visibly on the audio.
 
