@@ -21,7 +21,7 @@ from granite_nar import (
     InvalidAudioError,
 )
 from granite_nar.lengths import num_audio_tokens, num_bpe_windows, num_encoder_frames
-from granite_nar.testing.demo import demo_config
+from granite_nar.testing import tiny_config
 from granite_nar.testing.synthetic_speech import generate_sentences, grammar_vocabulary, train_tokenizer
 
 ORIGINAL = FIXTURES / "reference_tiny" / "original"
@@ -103,7 +103,9 @@ def test_labels_are_plain_token_ids_right_padded(processor, tokenizer):
 
 def test_labels_feed_the_loss_whatever_the_padding(processor, tokenizer):
     torch.manual_seed(0)
-    config = demo_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    config = tiny_config(
+        len(tokenizer), blank_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model = GraniteSpeechNarForCTC(config).eval()
     batch = processor(
         waves([9000, 12000], seed=2), text=["a dog", "the cat sees two small dogs"], sampling_rate=16000

@@ -19,11 +19,10 @@ import torch
 
 from ..audio.feature_extraction_granite_speech_nar import GraniteSpeechNarFeatureExtractor
 from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
-from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from . import tiny_config
 
-__all__ = ["DEMO_MARKER", "demo_config", "is_random_demo_model", "make_random_demo_model"]
+__all__ = ["DEMO_MARKER", "is_random_demo_model", "make_random_demo_model"]
 
 # Written into the saved config.json, so tools can tell a user that the weights are random.
 DEMO_MARKER = "granite_nar_random_demo"
@@ -35,11 +34,6 @@ Written by `granite-nar demo-model` / `granite_nar.testing.demo.make_random_demo
 The weights are RANDOM. The model runs the whole Granite Speech NAR pipeline, but its transcripts are
 meaningless. Use it to try the command line and the Python API offline, not to recognise speech.
 """
-
-
-def demo_config(vocab_size: int, pad_token_id: int, blank_token_id: int) -> GraniteSpeechNarConfig:
-    """Toy-size config: every code path of the full model, about 0.1 M parameters."""
-    return tiny_config(vocab_size, blank_token_id=blank_token_id, pad_token_id=pad_token_id)
 
 
 def make_random_demo_model(
@@ -75,7 +69,9 @@ def make_random_demo_model(
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer needs an eos token (the CTC blank) and a pad token")
 
-    config = demo_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    config = tiny_config(
+        len(tokenizer), blank_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     setattr(config, DEMO_MARKER, True)
     torch.manual_seed(seed)
     model = GraniteSpeechNarForCTC(config).eval()

@@ -25,7 +25,6 @@ __all__ = [
     "original_name",
     "original_tensor_names",
     "original_config_dict",
-    "synthetic_tiny_config",
     "write_synthetic_original_checkpoint",
 ]
 
@@ -188,11 +187,6 @@ def original_config_dict(config: GraniteSpeechNarConfig, dtype: torch.dtype = to
     }
 
 
-def synthetic_tiny_config() -> GraniteSpeechNarConfig:
-    """A tiny config with every code path on (vocabulary 61, blank 60 = ``<|end_of_text|>``, pad 59)."""
-    return tiny_config(61)
-
-
 def _synthetic_tensor(name: str, shape: tuple, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
     """Random values a real checkpoint could hold: O(1) activations, positive BatchNorm variances."""
     if name.endswith("num_batches_tracked"):
@@ -262,14 +256,14 @@ def write_synthetic_original_checkpoint(
     the full-size config (``config=GraniteSpeechNarConfig()``, ~4.5 GB in bf16) needs little memory.
 
     Args:
-        config: native config to mirror; ``None`` for :func:`synthetic_tiny_config`.
+        config: native config to mirror; ``None`` for :func:`granite_nar.testing.tiny_config`.
         dtype: float dtype of the stored tensors (BatchNorm ``num_batches_tracked`` stays int64).
         old_snapshot: write the early ``7d20732d`` layout instead (``llm_config``, flat ``rope_theta``, a BPE
             head of ``vocab + 1`` rows with the blank at row 0), which the converter refuses.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = config if config is not None else synthetic_tiny_config()
+    config = config if config is not None else tiny_config()
     names = original_tensor_names(config)
     original_config = original_config_dict(config, dtype)
     if old_snapshot:
