@@ -93,3 +93,32 @@ def test_gemm_mode_reports_throughput():
     result = gemm_benchmark(size=64, repeats=2, warmup=1)
     for dtype in ("float32", "bfloat16"):
         assert result[dtype]["tflops"] == pytest.approx(2 * 64**3 / result[dtype]["median_s"] / 1e12)
+
+
+def test_gpu_check_runs_its_steps_on_a_cpu_smoke_config(tmp_path, capsys):
+    """The GPU check runs end to end (here on the tiny config on the CPU): parity is skipped with the
+    reason, and each batch size's audio is the fixed length mix."""
+    import gpu_check
+
+    report = gpu_check.main(
+        [
+            "--config",
+            "tiny",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "3",
+            "--repeats",
+            "1",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert report["parity"]["status"].startswith("skipped")
+    rows = report["throughput"]
+    assert [r["batch_size"] for r in rows] == [1, 3]
+    assert rows[1]["audio_s"] == pytest.approx(sum(gpu_check.LENGTH_MIX[:3]))
+    assert all(r["rtfx"] == pytest.approx(r["audio_s"] / r["median_s"]) for r in rows)
+    assert "| 3 |" in capsys.readouterr().out
+    assert (tmp_path / "r.json").is_file()
