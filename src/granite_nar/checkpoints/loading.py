@@ -351,7 +351,7 @@ def load_original_if_original(model_cls, name_or_path, model_args: tuple, kwargs
     """``model_cls.from_pretrained(name_or_path, ...)`` for an original-layout checkpoint, else ``None``.
 
     The one seam between ``from_pretrained`` and the original layout. An original folder is mapped to
-    native names here (config through :meth:`GraniteSpeechNarConfig.from_dict`, tensors through
+    native names here (config through :func:`convert_config_dict`, tensors through
     :func:`convert_state_dict`), checked strictly, and then handed to transformers' own loader as a
     ``config`` and a ``state_dict``, so every ``from_pretrained`` argument (``device_map``, ``dtype``,
     ``config=``, config overrides, ``output_loading_info``, ``attn_implementation`` …) means exactly what it

@@ -40,13 +40,10 @@ class GraniteSpeechAudioPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)
+        # The encoder is a PreTrainedModel of its own: transformers initialises it (and its relative-distance
+        # buffer) with GraniteSpeechNarEncoderPreTrainedModel._init_weights.
         std = self.config.initializer_range
-        if isinstance(module, GraniteSpeechNarEncoder):
-            init.copy_(
-                module.attention_dists,
-                relative_distances(module.config.context_size, module.config.max_pos_emb),
-            )
-        elif isinstance(module, GraniteSpeechNarQFormer):
+        if isinstance(module, GraniteSpeechNarQFormer):
             init.normal_(module.queries, mean=0.0, std=std)
             init.normal_(module.pos_emb, mean=0.0, std=std)
 
