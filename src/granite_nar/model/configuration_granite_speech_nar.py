@@ -144,7 +144,7 @@ def check_config_dict(cls, config_dict: dict, source: str | os.PathLike | None =
         warnings.warn(
             f"{where}: unknown config field{s} {fields} for {cls.model_type!r}: this version of granite_nar "
             f"does not know {them} (kept as {attributes}, otherwise ignored). If a newer granite_nar wrote "
-            "this config, upgrade granite_nar (pip install -U granite_nar); otherwise fix the spelling or "
+            "this config, upgrade granite_nar (git pull, then pip install -e . in the clone); otherwise fix the spelling or "
             f"remove {them} from the file.",
             UnknownConfigFieldWarning,
             stacklevel=4,
