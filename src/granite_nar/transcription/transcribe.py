@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from numbers import Number
 from typing import Any, Literal
 
@@ -29,10 +29,13 @@ from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
 from ..audio.waveform import InvalidAudioError
 from ..lengths import SAMPLING_RATE, min_samples_for_audio_token
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
+from .results import Segment, TranscriptionResult, Word
 
 __all__ = [
+    "Segment",
     "ShortAudioWarning",
     "TranscriptionResult",
+    "Word",
     "load_model",
     "resolve_dtype",
     "transcribe",
@@ -48,37 +51,6 @@ DTYPES = {
 
 class ShortAudioWarning(UserWarning):
     """Audio shorter than one audio token (1600 samples, 100 ms): the editor gets no audio to attend to."""
-
-
-@dataclass
-class TranscriptionResult:
-    """The outcome for one input of :func:`transcribe`.
-
-    Attributes:
-        index: position of the input in the list given to :func:`transcribe`.
-        source: the path as given, or ``"audio[index]"`` for an in-memory waveform.
-        text: the transcript (``None`` when the input failed).
-        draft: the encoder's BPE-CTC draft (with ``return_drafts=True``).
-        duration_sec: length of the audio at 16 kHz.
-        error: why the input could not be transcribed (``None`` when it was).
-        warning: a note about a transcribed input: audio shorter than one audio token, or a truncated file
-            transcribed with ``allow_truncated=True`` (several notes are joined with ``"; "``).
-    """
-
-    index: int
-    source: str
-    text: str | None = None
-    draft: str | None = None
-    duration_sec: float | None = None
-    error: str | None = None
-    warning: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
