@@ -3,7 +3,6 @@ per-input errors; loading the model and processor from folders; the random demo 
 
 The demo model, the speech and ``reference`` (processor + generate directly) come from ``conftest.py``."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from granite_nar import GraniteSpeechNarProcessor, InvalidAudioError, load_audio
 from granite_nar.audio import AudioLoadError, TruncatedAudioWarning, resample_waveform
 from granite_nar.cli import main
 from granite_nar.testing.demo import is_random_demo_model, make_random_demo_model
+from granite_nar.transcription import transcribe as transcribe_module
 from granite_nar.transcription.transcribe import ShortAudioWarning, TranscriptionResult
 
 MP3_MISSING = "MP3" not in sf.available_formats()
@@ -32,13 +32,13 @@ def test_batched_sorted_results_equal_single_runs_in_input_order(loaded, speech,
     model, processor = loaded
     expected = [reference(loaded, w)[0] for w in speech]
     seen = []
-    generate = model.generate
+    encode_audio = model.model.encode_audio
 
     def spy(input_features, input_features_mask, **kwargs):
         seen.append(input_features_mask.sum(dim=1).tolist())
-        return generate(input_features, input_features_mask, **kwargs)
+        return encode_audio(input_features, input_features_mask, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(model.model, "encode_audio", spy)
     texts = transcribe(speech, model=model, processor=processor, batch_size=3, sampling_rate=16000)
     assert texts == expected
     assert any(texts), "the demo model should not be silent on speech"
@@ -321,10 +321,15 @@ def test_transcripts_never_carry_double_or_edge_spaces(loaded, speech, monkeypat
     row = torch.tensor([lone, *ids[:1], lone, *ids[1:], lone])
     assert tokenizer.decode(row.tolist()) != "the red cat"
 
-    def generate(input_features, input_features_mask, **kwargs):
-        return SimpleNamespace(sequences=[row] * len(input_features), draft_ids=[row] * len(input_features))
+    encode_audio = model.model.encode_audio
 
-    monkeypatch.setattr(model, "generate", generate)
+    def encode_with_draft(*args, **kwargs):
+        out = encode_audio(*args, **kwargs)
+        out.draft_ids = [row] * len(out.draft_ids)
+        return out
+
+    monkeypatch.setattr(model.model, "encode_audio", encode_with_draft)
+    monkeypatch.setattr(transcribe_module, "ctc_collapse", lambda ids, lengths, blank: [row] * len(lengths))
     results = transcribe(
         speech[:2], model=model, processor=processor, return_drafts=True, sampling_rate=16000
     )

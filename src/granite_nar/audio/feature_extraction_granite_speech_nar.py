@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import TensorType
@@ -189,6 +190,48 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
             log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES) / 4.0 + 1.0
             # Frame k of the encoder is [mel_2k ; mel_2k+1] (even frame's bins first).
             return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)  # (T, 160)
+
+    def extract_long(self, wave: torch.Tensor, chunk_seconds: float = 60.0) -> torch.Tensor:
+        """:meth:`extract` for a recording of any length, with the spectrum computed piece by piece.
+
+        The whole spectrum of an hour (257 bins × 360 000 frames, complex) would take 0.7 GB; here it is
+        computed ``chunk_seconds`` at a time from the reflect-padded signal, which gives the same frames as
+        one call, and only the 80-bin log-mel is kept. The dynamic-range clamp uses the maximum of the
+        whole recording, as for a short clip. A wave no longer than one chunk takes :meth:`extract` itself.
+        """
+        num_frames = num_encoder_frames(wave.shape[0])
+        num_mel_frames = self.frame_stacking * num_frames
+        chunk = max(1, int(chunk_seconds * self.sampling_rate) // self.hop_length)
+        if num_mel_frames <= chunk:
+            return self.extract(wave)
+        window, filters = self._window_and_filters(wave.dtype, wave.device)
+        half = self.n_fft // 2
+        log_mel = torch.empty(num_mel_frames, self.feature_size, dtype=wave.dtype, device=wave.device)
+        with torch.no_grad():
+            for first in range(0, num_mel_frames, chunk):
+                last = min(first + chunk, num_mel_frames)
+                # Mel frame k is centred on sample k * hop: it reads samples [k * hop - half, k * hop + half].
+                lo, hi = first * self.hop_length - half, (last - 1) * self.hop_length + half + 1
+                piece = wave[max(lo, 0) : min(hi, wave.shape[0])]
+                edges = (max(-lo, 0), max(hi - wave.shape[0], 0))
+                if any(edges):  # the recording's own ends: reflect, as torch.stft(center=True) does
+                    piece = F.pad(piece[None, None], edges, mode="reflect")[0, 0]
+                spectrum = torch.stft(
+                    piece,
+                    n_fft=self.n_fft,
+                    hop_length=self.hop_length,
+                    win_length=self.win_length,
+                    window=window,
+                    center=False,
+                    normalized=False,
+                    onesided=True,
+                    return_complex=True,
+                )  # (257, last - first)
+                power = spectrum.abs().pow(2.0)
+                log_mel[first:last] = (power.T @ filters).clamp_min(LOG_FLOOR).log10()
+            peak = log_mel.max()
+            log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES).div_(4.0).add_(1.0)
+            return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)
 
     def __call__(
         self,

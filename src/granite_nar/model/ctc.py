@@ -19,6 +19,7 @@ from ..lengths import lengths_to_mask, num_slots
 
 __all__ = [
     "ctc_collapse",
+    "ctc_collapse_with_scores",
     "ctc_greedy_decode",
     "insert_slots",
     "build_slots",
@@ -59,6 +60,33 @@ def ctc_collapse(ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank
     )
     counts.index_add_(0, utt, keep.long())
     return list(ids[keep].long().split(counts.tolist()))
+
+
+def ctc_collapse_with_scores(
+    ids: torch.Tensor, scores: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """:func:`ctc_collapse`, and for every kept token the largest ``scores`` value over its run of frames.
+
+    Args:
+        ids: ``(ΣT,)`` argmax ids; scores: ``(ΣT,)`` a per-frame score (e.g. the argmax's probability).
+
+    Returns the collapsed ids and, aligned with them, one score per token (per utterance).
+    """
+    lengths = [int(n) for n in lengths]
+    ids, scores = ids.reshape(-1), scores.reshape(-1)
+    tokens = ctc_collapse(ids, lengths, blank)
+    if ids.numel() == 0:
+        return tokens, [scores.new_empty(0) for _ in lengths]
+    starts = torch.zeros_like(ids, dtype=torch.bool)
+    starts[1:] = ids[1:] != ids[:-1]
+    offsets = torch.tensor([0, *lengths[:-1]], device=ids.device).cumsum(0)
+    starts[offsets[torch.tensor(lengths, device=ids.device) > 0]] = True
+    run = starts.long().cumsum(0) - 1  # run index of every frame
+    best = scores.new_full((int(run[-1]) + 1,), float("-inf"))
+    best.scatter_reduce_(0, run, scores, reduce="amax")
+    keep_runs = (starts & (ids != blank)).nonzero().flatten()  # first frame of every kept run, in order
+    token_scores = best[run[keep_runs]]
+    return tokens, list(token_scores.split([t.numel() for t in tokens]))
 
 
 def ctc_greedy_decode(

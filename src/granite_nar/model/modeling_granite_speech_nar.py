@@ -53,6 +53,8 @@ class GraniteSpeechNarAudioOutput(ModelOutput):
         bpe_logits: ``(Σ ceil(T_b/4), V)`` flat BPE logits, only when requested (or for the encoder loss).
         bpe_lengths: ``(B,)`` ``ceil(T_b / pooling_window)``.
         frame_lengths: ``(B,)`` valid encoder frames ``T_b``.
+        pooled_hidden_states: ``(Σ ceil(T_b/4), hidden_dim)`` the pooled windows the BPE head reads (word
+            timestamps align the final tokens against them).
         char_logits: ``(B, T, output_dim)`` logits of the encoder's mid-layer character CTC head.
         encoder_hidden_states: encoder hidden states when requested.
     """
@@ -63,6 +65,7 @@ class GraniteSpeechNarAudioOutput(ModelOutput):
     bpe_logits: torch.Tensor | None = None
     bpe_lengths: torch.Tensor | None = None
     frame_lengths: torch.Tensor | None = None
+    pooled_hidden_states: torch.Tensor | None = None
     char_logits: torch.Tensor | None = None
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
 
@@ -301,6 +304,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             bpe_logits=bpe_logits,
             bpe_lengths=bpe_lengths,
             frame_lengths=frame_lengths,
+            pooled_hidden_states=pooled,
             char_logits=enc.char_logits,
             encoder_hidden_states=enc.hidden_states,
         )

@@ -12,11 +12,13 @@ Utterances do not influence each other inside a batch (docs/reference_behaviour.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from numbers import Number
 from typing import Any, Literal
 
@@ -27,8 +29,23 @@ from ..audio.inputs import is_file_input, prepare_waveform
 from ..audio.io import AudioLoadError, TruncatedAudioWarning, audio_info
 from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
 from ..audio.waveform import InvalidAudioError
-from ..lengths import SAMPLING_RATE, min_samples_for_audio_token
+from ..lengths import (
+    ENCODER_FRAME_SECONDS,
+    SAMPLES_PER_ENCODER_FRAME,
+    SAMPLING_RATE,
+    min_samples_for_audio_token,
+)
+from ..model.ctc import ctc_collapse, ctc_collapse_with_scores
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
+from .alignment import (
+    forced_align,
+    group_words,
+    refine_word_times,
+    speech_activity,
+    token_spans,
+    word_start_table,
+)
+from .long_form import LongFormOptions, SegmentPlan, encode_long
 from .results import Segment, TranscriptionResult, Word
 
 __all__ = [
@@ -39,6 +56,7 @@ __all__ = [
     "load_model",
     "resolve_dtype",
     "transcribe",
+    "transcribe_iter",
 ]
 
 DTYPES = {
@@ -123,8 +141,12 @@ def transcribe(
     sampling_rate: int | None = None,
     resample: bool = True,
     allow_truncated: bool = False,
+    word_timestamps: bool | Literal["ctc"] = False,
+    long_form: bool | None = None,
+    max_segment_seconds: float | None = None,
+    long_form_options: LongFormOptions | None = None,
 ) -> list[str] | list[TranscriptionResult]:
-    """Transcribe audio files and/or waveforms.
+    """Transcribe audio files and/or waveforms of any length.
 
     Args:
         audio_or_paths: one input or a list of them. An input is a path to an audio file (wav, flac, ogg;
@@ -136,11 +158,11 @@ def transcribe(
         model: a :class:`GraniteSpeechNarForCTC`, a local folder or a Hub id (see :func:`load_model`).
             Load it once with :func:`load_model` when calling this repeatedly.
         processor: the :class:`GraniteSpeechNarProcessor` (or its folder); default: next to the model.
-        batch_size: utterances per ``generate`` call.
+        batch_size: utterances per encoder batch, and segments per packed editor pass.
         num_editing_steps: editing passes over the CTC draft (0 returns the draft itself).
         device, dtype: where and in which precision to run (``"cuda"``, ``"bfloat16"`` …); see
             :func:`load_model` for the defaults. Features are computed on the same device.
-        return_drafts: also decode the encoder's CTC draft of each input.
+        return_drafts: also decode the encoder's CTC draft of each input (and of each segment).
         progress: show a tqdm bar on stderr; default: when there is more than one batch and stderr is a
             terminal.
         on_error: ``"raise"`` stops at the first bad input with its error; ``"skip"`` transcribes the others
@@ -153,10 +175,21 @@ def transcribe(
             its header says), with a :class:`~granite_nar.audio.TruncatedAudioWarning` and a note in
             :attr:`TranscriptionResult.warning`. By default such a file is an error that says how much is
             missing (with ``on_error="skip"``, an error record).
+        word_timestamps: add every word's start, end and confidence to the segments
+            (:attr:`Segment.words`): the final tokens are force-aligned to the encoder's BPE posteriors,
+            then each word's boundaries are moved onto the stretch of sound it belongs to;
+            ``"ctc"`` keeps the aligned times as they are (docs/long_form.md).
+        long_form: ``None`` (default) cuts inputs longer than ``max_segment_seconds`` into segments at
+            pauses (docs/long_form.md); ``True`` sends every input through that path (an input shorter
+            than one segment gives the same tokens either way); ``False`` edits every input whole, as one
+            utterance, however long (the editor degrades past a few minutes).
+        max_segment_seconds: the longest segment; shorthand for ``long_form_options.max_segment_seconds``.
+        long_form_options: every setting of the long-form path (:class:`LongFormOptions`).
 
     Returns:
         One entry per input, in input order (a list even for a single input): the transcripts as strings,
-        or :class:`TranscriptionResult` objects when ``return_drafts=True`` or ``on_error="skip"``.
+        or :class:`TranscriptionResult` objects (with segments, times and words) when
+        ``return_drafts=True``, ``word_timestamps=True`` or ``on_error="skip"``.
 
     Raises:
         InvalidAudioError: (with ``on_error="raise"``) a bad input; :class:`~granite_nar.audio.AudioLoadError`,
@@ -165,7 +198,58 @@ def transcribe(
 
     Audio of 320 to 1599 samples (20-100 ms) is transcribed with a :class:`ShortAudioWarning` (the
     result's ``warning``): it has encoder frames but no audio token for the editor. Under 320 samples
-    (one encoder frame) is an error.
+    (one encoder frame) is an error. :func:`transcribe_iter` yields each result as soon as it is done.
+    """
+    want_results = return_drafts or word_timestamps or on_error == "skip"
+    results = sorted(
+        transcribe_iter(
+            audio_or_paths,
+            model,
+            processor,
+            batch_size=batch_size,
+            num_editing_steps=num_editing_steps,
+            device=device,
+            dtype=dtype,
+            return_drafts=return_drafts,
+            progress=progress,
+            on_error=on_error,
+            sampling_rate=sampling_rate,
+            resample=resample,
+            allow_truncated=allow_truncated,
+            word_timestamps=word_timestamps,
+            long_form=long_form,
+            max_segment_seconds=max_segment_seconds,
+            long_form_options=long_form_options,
+        ),
+        key=lambda r: r.index,
+    )
+    return results if want_results else [r.text for r in results]
+
+
+def transcribe_iter(
+    audio_or_paths: Any,
+    model: str | os.PathLike | GraniteSpeechNarForCTC,
+    processor: str | os.PathLike | GraniteSpeechNarProcessor | None = None,
+    batch_size: int = 8,
+    num_editing_steps: int = 1,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    return_drafts: bool = False,
+    progress: bool | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    sampling_rate: int | None = None,
+    resample: bool = True,
+    allow_truncated: bool = False,
+    word_timestamps: bool | Literal["ctc"] = False,
+    long_form: bool | None = None,
+    max_segment_seconds: float | None = None,
+    long_form_options: LongFormOptions | None = None,
+) -> Iterator[TranscriptionResult]:
+    """:func:`transcribe`, yielding each input's :class:`TranscriptionResult` as soon as it is finished.
+
+    Results come in the order they finish, not in input order (each carries its ``index``): inputs that
+    fail to load come first, then the longest recordings (they are processed first), then the rest.
+    A caller that writes each result as it arrives loses nothing finished when it is interrupted.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -173,12 +257,23 @@ def transcribe(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_editing_steps < 0:
         raise ValueError(f"num_editing_steps must be >= 0, got {num_editing_steps}")
+    if word_timestamps not in (True, False, "ctc"):
+        raise ValueError(f"word_timestamps must be True, False or 'ctc', got {word_timestamps!r}")
+    if long_form not in (None, True, False):
+        raise ValueError(f"long_form must be None, True or False, got {long_form!r}")
+    options = copy.copy(long_form_options) if long_form_options is not None else LongFormOptions()
+    if max_segment_seconds is not None:
+        options = LongFormOptions(
+            max_segment_seconds=max_segment_seconds,
+            min_segment_seconds=None if long_form_options is None else long_form_options.min_segment_seconds,
+            min_pause_seconds=options.min_pause_seconds,
+            encoder_chunk_seconds=options.encoder_chunk_seconds,
+            encoder_context_blocks=options.encoder_context_blocks,
+        )
     inputs = _as_input_list(audio_or_paths)
-    want_results = return_drafts or on_error == "skip"
     if not inputs:
-        return []
+        return
     model, processor = load_model(model, processor, device=device, dtype=dtype)
-    model_device, model_dtype = model.device, model.dtype
     target_rate = processor.feature_extractor.sampling_rate
     shortest = min_samples_for_audio_token(model.config.projector_config.downsample_rate)
 
@@ -191,23 +286,43 @@ def transcribe(
         _prepare(value, index, target_rate, sampling_rate, resample, allow_truncated, shortest, fail)
         for index, value in enumerate(inputs)
     ]
+    for item in items:
+        if not item.result.ok:
+            yield item.result
     pending = sorted((it for it in items if it.result.ok), key=lambda it: -it.num_samples)  # stable
+    longest = int(options.max_segment_seconds * target_rate)
+    is_long = (lambda it: True) if long_form else (lambda it: long_form is None and it.num_samples > longest)
+    long_items = [it for it in pending if is_long(it)]
+    short_items = [it for it in pending if not is_long(it)]
     show = progress if progress is not None else (len(pending) > batch_size and sys.stderr.isatty())
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(inputs), unit="utt", disable=not show, desc="transcribing") as bar:
-        bar.update(len(inputs) - len(pending))  # inputs that already failed
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            ready = [it for it in batch if _load(it, target_rate, resample, allow_truncated, shortest, fail)]
-            if ready:
-                _run_batch(
-                    ready, model, processor, model_device, model_dtype, num_editing_steps, return_drafts
-                )
-            bar.update(len(batch))
+    editor = _SegmentEditor(model, processor, num_editing_steps, return_drafts, word_timestamps, batch_size)
+    load = partial(
+        _load, target_rate=target_rate, resample=resample, allow_truncated=allow_truncated, shortest=shortest
+    )
+    with tqdm(total=len(pending), unit="file", disable=not show, desc="transcribing") as bar:
 
-    results = [it.result for it in items]
-    return results if want_results else [r.text for r in results]
+        def finished(results: list[TranscriptionResult]) -> Iterator[TranscriptionResult]:
+            bar.update(len(results))
+            yield from results
+
+        for item in long_items:
+            if not load(item, fail=fail):
+                yield from finished([item.result])
+                continue
+            yield from finished(editor.add_recording(item, options))
+        for start in range(0, len(short_items), batch_size):
+            batch = short_items[start : start + batch_size]
+            ready = []
+            for item in batch:
+                if load(item, fail=fail):
+                    ready.append(item)
+                else:
+                    yield from finished([item.result])
+            if ready:
+                yield from finished(editor.add_batch(ready))
+        yield from finished(editor.flush())
 
 
 def _as_input_list(audio_or_paths: Any) -> list[Any]:
@@ -313,7 +428,7 @@ def _add_warning(result: TranscriptionResult, note: str) -> None:
 
 
 def _load(
-    item: _Item, target_rate: int, resample: bool, allow_truncated: bool, shortest: int, fail: Callable
+    item: _Item, *, target_rate: int, resample: bool, allow_truncated: bool, shortest: int, fail: Callable
 ) -> bool:
     """Read a file input's samples (in-memory inputs are ready); ``False`` if it failed."""
     if item.wave is not None:
@@ -327,26 +442,230 @@ def _load(
     return True
 
 
-def _run_batch(
-    batch: list[_Item],
-    model: GraniteSpeechNarForCTC,
-    processor: GraniteSpeechNarProcessor,
-    device: torch.device,
-    dtype: torch.dtype,
-    num_editing_steps: int,
-    return_drafts: bool,
-) -> None:
-    rate = processor.feature_extractor.sampling_rate  # prepare_waveform has resampled every input to it
-    inputs = processor(audio=[it.wave for it in batch], sampling_rate=rate, device=device)
-    features = inputs["input_features"].to(dtype)  # (B, T, 160)
-    out = model.generate(
-        features,
-        inputs["input_features_mask"],
-        num_editing_steps=num_editing_steps,
-        return_dict_in_generate=True,
-    )
-    texts = processor.batch_decode(out.sequences)
-    drafts = processor.batch_decode(out.draft_ids) if return_drafts else [None] * len(batch)
-    for item, text, draft in zip(batch, texts, drafts, strict=True):
-        item.result.text, item.result.draft = text, draft
-        item.wave = None  # free the samples as soon as the batch is done
+@dataclass
+class _Recording:
+    """A recording in flight: its segments as they are edited, and how many are still out."""
+
+    item: _Item
+    segments: list[Segment | None]
+    outstanding: int = 0
+    encoded: bool = False
+    activity: list[tuple[float, float]] | None = None  # stretches of sound, seconds (word timestamps)
+
+
+@dataclass
+class _Job:
+    recording: _Recording
+    index: int
+    start_frame: int
+    end_frame: int
+    audio_embeds: torch.Tensor  # (A, D)
+    draft_ids: torch.Tensor  # (n,)
+    pooled: torch.Tensor | None  # (W, hidden), for word timestamps
+
+
+class _SegmentEditor:
+    """The edit queue shared by every input: segments of long recordings and whole short clips alike are
+    edited ``batch_size`` at a time in one packed editor pass; a recording's result is released when its
+    last segment is done."""
+
+    def __init__(
+        self,
+        model: GraniteSpeechNarForCTC,
+        processor: GraniteSpeechNarProcessor,
+        num_editing_steps: int,
+        return_drafts: bool,
+        word_timestamps: bool,
+        batch_size: int,
+    ):
+        self.model, self.processor = model, processor
+        self.steps, self.return_drafts = num_editing_steps, return_drafts
+        self.word_timestamps, self.batch_size = bool(word_timestamps), batch_size
+        # word_timestamps="ctc": times from the forced alignment alone, not moved onto the sound.
+        self.refine_word_times = word_timestamps != "ctc"
+        self.blank = model.config.blank_token_id
+        self.window_seconds = model.config.encoder_config.pooling_window * ENCODER_FRAME_SECONDS
+        vocab = model.config.text_config.vocab_size
+        self.starts_word = word_start_table(processor.tokenizer, vocab)
+        self.queue: list[_Job] = []
+
+    # -- producers ------------------------------------------------------------------------------------
+    def add_batch(self, items: list[_Item]) -> list[TranscriptionResult]:
+        """Short inputs: one padded encoder batch (as ``generate`` runs it), one segment each."""
+        model, device, dtype = self.model, self.model.device, self.model.dtype
+        rate = self.processor.feature_extractor.sampling_rate  # every input is at this rate by now
+        inputs = self.processor(audio=[it.wave for it in items], sampling_rate=rate, device=device)
+        with torch.no_grad():
+            audio = model.model.encode_audio(
+                inputs["input_features"].to(dtype), inputs["input_features_mask"]
+            )
+        pooled = audio.pooled_hidden_states.split(audio.bpe_lengths.tolist())
+        done = []
+        for b, item in enumerate(items):
+            recording = _Recording(item, [None], encoded=True, activity=self._activity(item.wave))
+            item.wave = None  # free the samples as soon as the batch is encoded
+            self.queue.append(
+                _Job(
+                    recording,
+                    0,
+                    0,
+                    int(audio.frame_lengths[b]),
+                    audio.audio_embeds[b, : int(audio.audio_lengths[b])],
+                    audio.draft_ids[b],
+                    pooled[b] if self.word_timestamps else None,
+                )
+            )
+            recording.outstanding = 1
+            done += self._maybe_edit()
+        return done
+
+    def add_recording(self, item: _Item, options: LongFormOptions) -> list[TranscriptionResult]:
+        """A long input: features of the whole recording, the encoder in chunks, segments as cuts settle."""
+        model = self.model
+        wave = item.wave.to(model.device)
+        activity = self._activity(item.wave)
+        item.wave = None
+        features = self.processor.feature_extractor.extract_long(wave, options.encoder_chunk_seconds)
+        del wave
+        plan = SegmentPlan(
+            blank=self.blank,
+            starts_word=self.starts_word.numpy(),
+            max_windows=max(1, int(options.max_segment_seconds / self.window_seconds)),
+            min_windows=max(1, int(options.min_segment_seconds / self.window_seconds)),
+            min_pause_windows=max(1, round(options.min_pause_seconds / self.window_seconds)),
+        )
+        recording = _Recording(item, [], activity=activity)
+        done = []
+        for segment in encode_long(model, features.to(model.dtype), options, plan, self.word_timestamps):
+            recording.segments.append(None)
+            recording.outstanding += 1
+            self.queue.append(
+                _Job(
+                    recording,
+                    len(recording.segments) - 1,
+                    segment.start_frame,
+                    segment.end_frame,
+                    segment.audio_embeds,
+                    segment.draft_ids,
+                    segment.pooled,
+                )
+            )
+            done += self._maybe_edit()
+        recording.encoded = True
+        if recording.outstanding == 0:  # every segment was edited while encoding went on
+            done.append(self._finish(recording))
+        return done
+
+    def _activity(self, wave: torch.Tensor) -> list[tuple[float, float]] | None:
+        if not (self.word_timestamps and self.refine_word_times):
+            return None
+        regions = speech_activity(wave, SAMPLES_PER_ENCODER_FRAME)
+        return [(a * ENCODER_FRAME_SECONDS, b * ENCODER_FRAME_SECONDS) for a, b in regions]
+
+    def flush(self) -> list[TranscriptionResult]:
+        done = []
+        while self.queue:
+            done += self._edit(self.queue[: self.batch_size])
+            self.queue = self.queue[self.batch_size :]
+        return done
+
+    def _maybe_edit(self) -> list[TranscriptionResult]:
+        if len(self.queue) < self.batch_size:
+            return []
+        jobs, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        return self._edit(jobs)
+
+    # -- the editor --------------------------------------------------------------------------------------
+    def _edit(self, jobs: list[_Job]) -> list[TranscriptionResult]:
+        model = self.model
+        audio = [job.audio_embeds for job in jobs]
+        hypotheses = [job.draft_ids for job in jobs]
+        confidences = None
+        with torch.no_grad():
+            for step in range(self.steps):
+                out = model.model.edit(audio, None, hypotheses)
+                logits = model.slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
+                lengths = out.seq_lengths.tolist()
+                best = logits.argmax(-1)
+                if step == self.steps - 1 and self.word_timestamps:
+                    probs = logits.float().softmax(-1).gather(-1, best[:, None])[:, 0]
+                    hypotheses, confidences = ctc_collapse_with_scores(best, probs, lengths, self.blank)
+                else:
+                    hypotheses = ctc_collapse(best, lengths, self.blank)
+        texts = self.processor.batch_decode(hypotheses)
+        drafts = self.processor.batch_decode([j.draft_ids for j in jobs]) if self.return_drafts else None
+        done = []
+        for position, job in enumerate(jobs):
+            recording = job.recording
+            duration = recording.item.num_samples / SAMPLING_RATE
+            start = job.start_frame * ENCODER_FRAME_SECONDS
+            frames = recording.item.num_samples // SAMPLES_PER_ENCODER_FRAME
+            end = duration if job.end_frame >= frames else job.end_frame * ENCODER_FRAME_SECONDS
+            segment = Segment(
+                job.index,
+                round(start, 3),
+                round(end, 3),
+                texts[position],
+                drafts[position] if drafts is not None else None,
+            )
+            if self.word_timestamps:
+                scores = None if confidences is None else confidences[position]
+                segment.words = self._words(hypotheses[position], scores, job, start, segment.end)
+            recording.segments[job.index] = segment
+            recording.outstanding -= 1
+            if recording.encoded and recording.outstanding == 0:
+                done.append(self._finish(recording))
+        return done
+
+    def _words(
+        self, tokens: torch.Tensor, confidences: torch.Tensor | None, job: _Job, offset: float, end: float
+    ) -> list[Word]:
+        """Forced alignment of the final tokens against the segment's BPE scores (see alignment.py)."""
+        if tokens.numel() == 0:
+            return []
+        head = self.model.model.out_bpe
+        unique, targets = torch.unique(tokens, return_inverse=True)
+        columns = torch.cat([unique, unique.new_tensor([self.blank])])
+        pooled = job.pooled.float()
+        scores = pooled @ head.weight[columns].float().T + head.bias[columns].float()  # (W, u + 1)
+        try:
+            path = forced_align(scores, targets, blank=len(unique))
+            spans = token_spans(path, tokens.numel())
+        except ValueError:  # more tokens than windows: spread them evenly over the segment
+            count, windows = tokens.numel(), pooled.shape[0]
+            spans = [
+                (i * windows // count, max((i + 1) * windows // count, i * windows // count + 1))
+                for i in range(count)
+            ]
+        if confidences is None:  # no editing pass: the BPE head's probability of the token in its windows
+            log_probs = torch.cat([head(rows).float().log_softmax(-1) for rows in job.pooled.split(256)])
+            confidences = torch.tensor(
+                [
+                    float(log_probs[a:b, t].max().exp())
+                    for (a, b), t in zip(spans, tokens.tolist(), strict=True)
+                ]
+            )
+        words = group_words(
+            tokens.tolist(),
+            spans,
+            confidences.tolist(),
+            self.starts_word,
+            lambda ids: self.processor.decode(ids),
+            self.window_seconds,
+            offset,
+            end,
+        )
+        activity = job.recording.activity
+        if activity:
+            inside = [(max(a, offset), min(b, end)) for a, b in activity if b > offset and a < end]
+            words = refine_word_times(words, inside)
+        return words
+
+    def _finish(self, recording: _Recording) -> TranscriptionResult:
+        result = recording.item.result
+        segments = recording.segments
+        result.segments = segments
+        result.text = " ".join(s.text for s in segments if s.text)
+        if self.return_drafts:
+            result.draft = " ".join(s.draft for s in segments if s.draft)
+        return result
