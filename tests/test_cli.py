@@ -74,7 +74,9 @@ def test_bad_files_are_reported_and_the_others_transcribed(model_dir, files, cap
     out, err = capsys.readouterr()
     assert code == 1
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["path"] for r in records] == paths
+    # Written as each file finishes: the failures (found while reading headers) first, every file once.
+    assert sorted(r["path"] for r in records) == sorted(paths)
+    assert [r["error"] is None for r in records] == [False] * 4 + [True] * 2
     ok = {r["path"]: r for r in records if r["error"] is None}
     assert set(ok) == {str(files["good"]), str(files["stereo"])}
     for path, record in ok.items():
@@ -164,9 +166,10 @@ def test_installed_console_script(model_dir, files):
         timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert records[0]["text"] == expected_text(model_dir, files["good"]) and records[0]["error"] is None
-    assert records[1]["text"] is None and "not a readable audio file" in records[1]["error"]
+    records = {r["path"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    good, text = records[str(files["good"])], records[str(files["text"])]
+    assert good["text"] == expected_text(model_dir, files["good"]) and good["error"] is None
+    assert text["text"] is None and "not a readable audio file" in text["error"]
     assert "Traceback" not in proc.stderr
 
 
@@ -215,13 +218,13 @@ def test_console_script_and_python_m_give_the_version():
 
 def test_threads_sets_torch_threads_during_the_run(model_dir, files, monkeypatch, capsys):
     seen = []
-    real = transcribe_module.transcribe
+    real = transcribe_module.transcribe_iter
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(transcribe_module, "transcribe", spy)
+    monkeypatch.setattr(transcribe_module, "transcribe_iter", spy)
     before = torch.get_num_threads()
     target = 2 if before != 2 else 3
     assert main(["transcribe", str(files["good"]), "-m", str(model_dir), "--threads", str(target)]) == 0

@@ -16,7 +16,6 @@ The arguments are parsed by :mod:`granite_nar_cli` (outside this package, so tha
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -125,7 +124,7 @@ def _set_threads(threads: int | None):
 def _transcribe(args: argparse.Namespace) -> int:
     from .audio.io import TruncatedAudioWarning
     from .model.configuration_granite_speech_nar import UnknownConfigFieldWarning
-    from .transcription.transcribe import ShortAudioWarning, load_model, transcribe
+    from .transcription.transcribe import ShortAudioWarning, load_model, transcribe_iter
 
     device = _check_device(args.device)
     model_ref = args.model
@@ -154,11 +153,13 @@ def _transcribe(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    plan = _OutputPlan(args)
+    todo = plan.pending(args.files)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ShortAudioWarning)  # reported per file below instead
         warnings.simplefilter("ignore", TruncatedAudioWarning)
-        results = transcribe(
-            args.files,
+        results = transcribe_iter(
+            todo,
             model=model,
             processor=processor,
             batch_size=args.batch_size,
@@ -168,37 +169,137 @@ def _transcribe(args: argparse.Namespace) -> int:
             on_error="skip",
             resample=not args.no_resample,
             allow_truncated=args.allow_truncated,
+            word_timestamps=plan.word_timestamps,
+            long_form=False if args.no_long_form else None,
+            max_segment_seconds=args.max_segment_seconds,
         )
+        failed = total = 0
+        try:
+            for result in results:
+                total += 1
+                if result.error is not None:
+                    failed += 1
+                    _error(result.error.replace("pass allow_truncated=True", "pass --allow-truncated"))
+                elif result.warning is not None:
+                    print(f"granite-nar: warning: {_one_line(result.warning)}", file=sys.stderr)
+                plan.write(result)
+        finally:
+            plan.close()
+    if failed:
+        print(f"granite-nar: {failed} of {total} file(s) failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
-    several = len(args.files) > 1
-    for result in results:
-        if result.error is not None:
-            _error(result.error.replace("pass allow_truncated=True", "pass --allow-truncated"))
-        elif result.warning is not None:
-            print(f"granite-nar: warning: {_one_line(result.warning)}", file=sys.stderr)
-        if args.output == "jsonl":
-            record = {
-                "path": result.source,
-                "text": result.text,
-                "duration_sec": result.duration_sec,
-                "error": result.error,
-            }
-            if args.drafts:
-                record["draft"] = result.draft
-            if result.warning is not None:
-                record["warning"] = result.warning
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        elif result.error is None:
-            fields = [result.source] if several else []
+
+class _OutputPlan:
+    """Where each finished result goes: stdout, or files in --output-dir (written as each input finishes)."""
+
+    def __init__(self, args: argparse.Namespace):
+        from .transcription.formats import SubtitleOptions, expand_formats
+
+        self.args = args
+        self.formats = expand_formats(args.output)
+        self.directory = args.output_dir
+        self.several = len(args.files) > 1
+        documents = [f for f in self.formats if f not in ("txt", "jsonl")]
+        if self.directory is None and (args.output == "all" or (documents and self.several)):
+            raise _UsageError(
+                f"--output {args.output} writes one document per file: pass --output-dir DIR "
+                "(or transcribe a single file to stdout)"
+            )
+        try:
+            self.subtitles = SubtitleOptions(
+                max_cue_seconds=args.max_cue_seconds,
+                max_line_chars=args.max_line_chars,
+                max_lines=args.max_lines,
+            )
+        except ValueError as err:
+            raise _UsageError(str(err)) from None
+        # Readable subtitle cues need word times.
+        self.word_timestamps = args.word_timestamps or any(f in ("srt", "vtt") for f in self.formats)
+        self.stems: dict[str, str] = {}
+        self.jsonl = None
+        if self.directory is not None:
+            self.stems = _stems(args.files)
+            if "jsonl" in self.formats:
+                from .transcription.formats import JsonlWriter
+
+                self.jsonl = JsonlWriter(os.path.join(self.directory, "transcripts.jsonl"), args.drafts)
+
+    def pending(self, files: list[str]) -> list[str]:
+        """The inputs still to do: with --output-dir (and no --overwrite), those without all their outputs."""
+        if self.directory is None or self.args.overwrite:
+            return list(files)
+        from .transcription.formats import completed_sources, outputs_exist
+
+        per_file = [f for f in self.formats if f != "jsonl"]
+        done_jsonl = (
+            completed_sources(os.path.join(self.directory, "transcripts.jsonl")) if self.jsonl else set()
+        )
+        todo = []
+        for path in files:
+            complete = (not per_file or outputs_exist(self.directory, self.stems[path], per_file)) and (
+                self.jsonl is None or path in done_jsonl
+            )
+            if complete:
+                print(f"granite-nar: {path}: outputs exist in {self.directory}, skipped", file=sys.stderr)
+            else:
+                todo.append(path)
+        return todo
+
+    def write(self, result) -> None:
+        from .transcription.formats import to_jsonl_record, write_outputs
+
+        args = self.args
+        if self.directory is not None:
+            if self.jsonl is not None:
+                self.jsonl.write(result)
+            per_file = [f for f in self.formats if f != "jsonl"]
+            if result.error is None and per_file:
+                write_outputs(
+                    result, per_file, self.directory, self.stems[result.source], self.subtitles, args.drafts
+                )
+            return
+        fmt = self.formats[0]
+        if fmt == "jsonl":
+            print(to_jsonl_record(result, args.drafts), flush=True)
+        elif result.error is None and fmt == "txt":
+            fields = [result.source] if self.several else []
             fields.append(result.text)
             if args.drafts:
                 fields.append(f"draft: {result.draft}")
             print("\t".join(fields), flush=True)
-    failed = sum(r.error is not None for r in results)
-    if failed:
-        print(f"granite-nar: {failed} of {len(results)} file(s) failed", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+        elif result.error is None:
+            from .transcription import formats
+
+            if fmt == "json":
+                text = formats.to_json(result, args.drafts)
+            elif fmt == "tsv":
+                text = formats.to_tsv(result)
+            else:
+                text = getattr(formats, f"to_{fmt}")(result, self.subtitles)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+
+def _stems(files: list[str]) -> dict[str, str]:
+    """Output name of each input: its file name without the extension; two inputs with one name are refused."""
+    stems: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0] or os.path.basename(path)
+        if stem in owner and owner[stem] != path:
+            raise _UsageError(
+                f"{owner[stem]} and {path} would both be written as {stem}.* in --output-dir; "
+                "transcribe them in separate runs or into separate directories"
+            )
+        owner[stem] = path
+        stems[path] = stem
+    return stems
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe",
         help="transcribe audio files",
         description="Transcribe audio files (wav, flac, ogg, mp3, aiff; m4a/mp4/aac with ffmpeg; any rate, resampled to 16 kHz; multi-channel "
-        "audio is averaged to mono). Transcripts go to stdout in input order; problems go to stderr.",
+        "audio is averaged to mono). Transcripts go to stdout (or --output-dir) as each file finishes, longest files first; problems go to stderr.",
     )
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     tr.add_argument(
@@ -102,11 +109,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--output",
+        "--output-format",
         "-o",
-        choices=["txt", "jsonl"],
+        dest="output",
+        choices=["txt", "json", "jsonl", "srt", "vtt", "tsv", "all"],
         default="txt",
-        help="txt: the transcript (PATH<TAB>TRANSCRIPT per line for several files); jsonl: one JSON "
-        "object per file with path, text, duration_sec, error (and draft)",
+        help="txt: the transcript (PATH<TAB>TRANSCRIPT per line for several files); jsonl: one JSON object "
+        "per file (path, text, duration_sec, error, segments); json, srt, vtt, tsv: one document per file "
+        "(to stdout for a single file, else --output-dir is needed); all: txt, json, srt, vtt and tsv files "
+        "in --output-dir. Results are written as each file finishes.",
+    )
+    tr.add_argument(
+        "--output-dir",
+        "-d",
+        default=None,
+        metavar="DIR",
+        help="write DIR/<name>.<format> per input (jsonl: DIR/transcripts.jsonl); a rerun skips inputs whose "
+        "outputs are already there",
+    )
+    tr.add_argument(
+        "--overwrite", action="store_true", help="with --output-dir, redo inputs whose outputs exist"
+    )
+    tr.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="word start/end times and confidences in json/jsonl (always computed for srt and vtt)",
+    )
+    tr.add_argument(
+        "--max-segment-seconds",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="recordings longer than this are cut at pauses into segments of at most S seconds (30)",
+    )
+    tr.add_argument(
+        "--no-long-form",
+        action="store_true",
+        help="edit every file whole, however long (the editor degrades past a few minutes)",
+    )
+    tr.add_argument(
+        "--max-cue-seconds", type=_positive_float, default=6.0, metavar="S", help="longest subtitle cue (6)"
+    )
+    tr.add_argument(
+        "--max-line-chars",
+        type=_positive_int,
+        default=42,
+        metavar="N",
+        help="longest subtitle line in characters (42)",
+    )
+    tr.add_argument(
+        "--max-lines", type=_positive_int, default=2, metavar="N", help="lines per subtitle cue (2)"
     )
     tr.add_argument("--drafts", action="store_true", help="also print the encoder's CTC draft")
     tr.add_argument(

@@ -46,8 +46,22 @@ def test_transformers_pipeline(model_dir, loaded, speech, tmp_path, reference):
     with_draft = asr(speech[1], return_drafts=True, num_editing_steps=0, sampling_rate=16000)
     assert with_draft["text"] == with_draft["draft"] == reference(loaded, speech[1], steps=0)[1]
     assert asr(path.read_bytes())["text"] == expected[0]
-    with pytest.raises(TypeError, match="return_timestamps"):
-        asr(speech[0], return_timestamps=True)
+    with pytest.raises(TypeError, match="chunk_length_s"):
+        asr(speech[0], chunk_length_s=30, sampling_rate=16000)
+    # Timestamps, as transformers' speech pipeline gives them: the same text, with times.
+    words = asr(str(path), return_timestamps="word")
+    assert words["text"] == expected[0]
+    assert " ".join(c["text"] for c in words["chunks"]) == expected[0]
+    times = [t for c in words["chunks"] for t in c["timestamp"]]
+    assert times == sorted(times) and times[-1] <= len(speech[0]) / 16000 + 1e-3
+    segments = asr(str(path), return_timestamps=True)
+    assert segments["chunks"] == [{"text": expected[0], "timestamp": (0.0, round(len(speech[0]) / 16000, 3))}]
+    # A recording longer than one segment is cut into segments; each part is transcribed.
+    long = np.concatenate([speech[0], np.zeros(8000, np.float32), speech[1]])
+    cut = asr(
+        long, sampling_rate=16000, max_segment_seconds=len(speech[0]) / 16000 + 0.2, return_timestamps=True
+    )
+    assert len(cut["chunks"]) == 2 and cut["text"] == " ".join(c["text"] for c in cut["chunks"])
 
 
 def test_the_plain_pipeline_call_builds_this_pipeline(model_dir, speech, tmp_path):

@@ -3,7 +3,6 @@ per-input errors; loading the model and processor from folders; the random demo 
 
 The demo model, the speech and ``reference`` (processor + generate directly) come from ``conftest.py``."""
 
-
 import numpy as np
 import pytest
 import soundfile as sf

@@ -23,6 +23,7 @@ exactly what it built before (the same class, the same arguments) for every othe
 from __future__ import annotations
 
 import importlib
+import os
 from numbers import Number
 from typing import Any
 
@@ -49,9 +50,16 @@ class GraniteSpeechNarPipeline(Pipeline):
     each other in a batch, docs/reference_behaviour.md §11.3).
 
     Call parameters: ``num_editing_steps`` (default 1), ``return_drafts`` (adds the CTC draft as
-    ``"draft"``), ``sampling_rate`` (rate of bare waveforms) and ``allow_truncated`` (transcribe the part
+    ``"draft"``), ``sampling_rate`` (rate of bare waveforms), ``allow_truncated`` (transcribe the part
     of a truncated file that is present, with a :class:`~granite_nar.audio.TruncatedAudioWarning`, instead
-    of refusing it). Output: ``{"text": str}`` per input.
+    of refusing it), ``return_timestamps`` (``True``: segment times, ``"word"``: word times, as
+    ``"chunks"`` of ``{"text", "timestamp": (start, end)}`` like transformers' speech pipeline) and
+    ``max_segment_seconds`` (30). Output: ``{"text": str}`` per input.
+
+    Recordings longer than ``max_segment_seconds`` (files, dicts and arrays; the length is read from the
+    header or the array) and calls with ``return_timestamps`` go through :func:`granite_nar.transcribe`,
+    which cuts long recordings into segments at pauses (docs/long_form.md); the text of a short input is
+    the same either way.
     """
 
     _load_processor = False
@@ -61,11 +69,54 @@ class GraniteSpeechNarPipeline(Pipeline):
     _load_tokenizer = True
 
     def __call__(self, inputs: Any = None, *args, **kwargs):
+        timestamps = kwargs.pop("return_timestamps", None)
+        max_segment = kwargs.pop("max_segment_seconds", None)
+        if timestamps not in (None, False, True, "word"):
+            raise ValueError(f"return_timestamps must be True, 'word' or None, got {timestamps!r}")
+        if max_segment is not None and not max_segment > 0:
+            raise ValueError(f"max_segment_seconds must be > 0, got {max_segment!r}")
         own = {k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")}
         self._sanitize_parameters(**own)  # an unknown parameter is reported first
         if kwargs.get("sampling_rate") is None:
             _refuse_bare_arrays(inputs, self.feature_extractor.sampling_rate)
+        limit = 30.0 if max_segment is None else float(max_segment)
+        if timestamps or _any_longer(inputs, limit, kwargs.get("sampling_rate")):
+            return self._long_form(inputs, timestamps, limit, **kwargs)
         return super().__call__(inputs, *args, **kwargs)
+
+    def _long_form(self, inputs: Any, timestamps, max_segment: float, **kwargs) -> dict | list[dict]:
+        """Transcribe through :func:`granite_nar.transcribe` (segments, times) and shape the output as
+        transformers' speech pipeline does."""
+        from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
+        from .transcribe import transcribe
+
+        single = not isinstance(inputs, (list, tuple)) or all(isinstance(x, Number) for x in inputs)
+        processor = GraniteSpeechNarProcessor(self.feature_extractor, self.tokenizer)
+        results = transcribe(
+            [inputs] if single else list(inputs),
+            model=self.model,
+            processor=processor,
+            batch_size=kwargs.get("batch_size") or 8,
+            num_editing_steps=kwargs.get("num_editing_steps", 1),
+            return_drafts=True,
+            sampling_rate=kwargs.get("sampling_rate"),
+            allow_truncated=bool(kwargs.get("allow_truncated", False)),
+            word_timestamps=timestamps == "word",
+            max_segment_seconds=max_segment,
+        )
+        outputs = []
+        for result in results:
+            output: dict[str, Any] = {"text": result.text}
+            if kwargs.get("return_drafts"):
+                output["draft"] = result.draft
+            if timestamps == "word":
+                output["chunks"] = [{"text": w.word, "timestamp": (w.start, w.end)} for w in result.words]
+            elif timestamps:
+                output["chunks"] = [
+                    {"text": s.text, "timestamp": (s.start, s.end)} for s in result.segments if s.text
+                ]
+            outputs.append(output)
+        return outputs[0] if single else outputs
 
     def _sanitize_parameters(
         self, num_editing_steps=None, return_drafts=None, sampling_rate=None, allow_truncated=None, **kwargs
@@ -73,8 +124,8 @@ class GraniteSpeechNarPipeline(Pipeline):
         if kwargs:
             raise TypeError(
                 f"{type(self).__name__} does not take {sorted(kwargs)}; it takes num_editing_steps, "
-                "return_drafts, sampling_rate and allow_truncated (no timestamps, chunking or generation "
-                "config: editing is not autoregressive)"
+                "return_drafts, sampling_rate, allow_truncated, return_timestamps and max_segment_seconds "
+                "(no generation config: editing is not autoregressive)"
             )
         preprocess = {}
         if sampling_rate is not None:
@@ -123,6 +174,35 @@ class GraniteSpeechNarPipeline(Pipeline):
         if return_drafts:
             result["draft"] = decode(model_outputs["drafts"])
         return result
+
+
+def _any_longer(inputs: Any, seconds: float, sampling_rate: int | None) -> bool:
+    """Whether any input is longer than ``seconds``, read from file headers and array lengths (bytes and
+    unreadable inputs count as short: the usual path then reports them)."""
+    from ..audio.io import audio_info
+
+    values = (
+        inputs
+        if isinstance(inputs, (list, tuple)) and not all(isinstance(x, Number) for x in inputs)
+        else [inputs]
+    )
+    for value in values:
+        try:
+            if isinstance(value, (str, os.PathLike)):
+                info = audio_info(value)
+                length = info.frames / info.sampling_rate
+            elif isinstance(value, dict):
+                array = value.get("array", value.get("raw"))
+                length = len(array) / float(value["sampling_rate"]) if array is not None else 0.0
+            elif sampling_rate and hasattr(value, "shape") and len(value.shape) >= 1:
+                length = value.shape[-1] / float(sampling_rate)
+            else:
+                continue
+        except Exception:  # reported by the usual path, with its own message
+            continue
+        if length > seconds:
+            return True
+    return False
 
 
 def _refuse_bare_arrays(inputs: Any, target_rate: int) -> None:
