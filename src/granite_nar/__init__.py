@@ -40,8 +40,10 @@ from .model.modeling_granite_speech_nar import (
     GraniteSpeechNarOutput,
     GraniteSpeechNarPreTrainedModel,
 )
+from .transcription.long_form import LongFormOptions
 from .transcription.pipeline import GraniteSpeechNarPipeline
-from .transcription.transcribe import TranscriptionResult, load_model, transcribe
+from .transcription.results import Segment, TranscriptionResult, Word
+from .transcription.transcribe import load_model, transcribe, transcribe_iter
 
 # Keep equal to pyproject.toml's version (``granite-nar --version`` reads the installed metadata).
 __version__ = "0.2.0"
@@ -88,7 +90,11 @@ __all__ = [
     "load_audio",
     "load_model",
     "transcribe",
+    "transcribe_iter",
     "TranscriptionResult",
+    "Segment",
+    "Word",
+    "LongFormOptions",
     "UnknownConfigFieldWarning",
     "ModelNotFoundError",
     "CheckpointFileError",

@@ -52,6 +52,11 @@ class LongFormOptions:
         encoder_chunk_seconds: audio encoded at once (rounded to whole attention blocks); bounds memory.
         encoder_context_blocks: attention blocks of context on each side of a chunk; ``None`` takes the
             fewest that make chunked outputs equal to one pass (see :func:`encoder_context_blocks`).
+        reencode_segments: encode every segment again on its own, as a short clip, for the editor (its
+            audio tokens and draft); the pass over the whole recording then only places the cuts. Costs a
+            second encoder pass; helps a model whose encoder never saw two utterances in one attention
+            block (the tiny synthetic-speech model), and makes a segment's transcript exactly that of the
+            same audio given as a clip.
     """
 
     max_segment_seconds: float = 30.0
@@ -59,6 +64,7 @@ class LongFormOptions:
     min_pause_seconds: float = 0.24
     encoder_chunk_seconds: float = 60.0
     encoder_context_blocks: int | None = None
+    reencode_segments: bool = False
 
     def __post_init__(self):
         if not self.max_segment_seconds > 0:

@@ -269,6 +269,7 @@ def transcribe_iter(
             min_pause_seconds=options.min_pause_seconds,
             encoder_chunk_seconds=options.encoder_chunk_seconds,
             encoder_context_blocks=options.encoder_context_blocks,
+            reencode_segments=options.reencode_segments,
         )
     inputs = _as_input_list(audio_or_paths)
     if not inputs:
@@ -524,6 +525,7 @@ class _SegmentEditor:
         model = self.model
         wave = item.wave.to(model.device)
         activity = self._activity(item.wave)
+        samples = item.wave if options.reencode_segments else None
         item.wave = None
         features = self.processor.feature_extractor.extract_long(wave, options.encoder_chunk_seconds)
         del wave
@@ -536,9 +538,21 @@ class _SegmentEditor:
         )
         recording = _Recording(item, [], activity=activity)
         done = []
+        pieces = []
         for segment in encode_long(model, features.to(model.dtype), options, plan, self.word_timestamps):
             recording.segments.append(None)
             recording.outstanding += 1
+            if samples is not None:  # encoded again on its own, batch_size segments at a time
+                last = (
+                    segment.end_frame * SAMPLES_PER_ENCODER_FRAME >= len(samples) - SAMPLES_PER_ENCODER_FRAME
+                )
+                a = segment.start_frame * SAMPLES_PER_ENCODER_FRAME
+                b = len(samples) if last else segment.end_frame * SAMPLES_PER_ENCODER_FRAME
+                pieces.append((len(recording.segments) - 1, segment.start_frame, samples[a:b]))
+                if len(pieces) == self.batch_size:
+                    done += self._encode_pieces(recording, pieces)
+                    pieces = []
+                continue
             self.queue.append(
                 _Job(
                     recording,
@@ -551,9 +565,37 @@ class _SegmentEditor:
                 )
             )
             done += self._maybe_edit()
+        if pieces:
+            done += self._encode_pieces(recording, pieces)
         recording.encoded = True
         if recording.outstanding == 0:  # every segment was edited while encoding went on
             done.append(self._finish(recording))
+        return done
+
+    def _encode_pieces(self, recording: _Recording, pieces: list) -> list[TranscriptionResult]:
+        """Segments encoded again on their own, as short clips (``reencode_segments``)."""
+        model, device, dtype = self.model, self.model.device, self.model.dtype
+        rate = self.processor.feature_extractor.sampling_rate
+        inputs = self.processor(audio=[w for _, _, w in pieces], sampling_rate=rate, device=device)
+        with torch.no_grad():
+            audio = model.model.encode_audio(
+                inputs["input_features"].to(dtype), inputs["input_features_mask"]
+            )
+        pooled = audio.pooled_hidden_states.split(audio.bpe_lengths.tolist())
+        done = []
+        for b, (index, start_frame, _) in enumerate(pieces):
+            self.queue.append(
+                _Job(
+                    recording,
+                    index,
+                    start_frame,
+                    start_frame + int(audio.frame_lengths[b]),
+                    audio.audio_embeds[b, : int(audio.audio_lengths[b])],
+                    audio.draft_ids[b],
+                    pooled[b] if self.word_timestamps else None,
+                )
+            )
+            done += self._maybe_edit()
         return done
 
     def _activity(self, wave: torch.Tensor) -> list[tuple[float, float]] | None:
