@@ -257,3 +257,28 @@ def test_a_file_that_breaks_off_fails_alone(loaded, clips, tmp_path):
     assert results[1].ok and results[1].text and len(results[1].segments) >= 2
     with pytest.raises(AudioLoadError, match="broken.wav"):
         transcribe([str(good), str(broken)], model, processor)
+
+
+@needs_espeak
+def test_confidence_is_lower_for_wrong_words(loaded):
+    # Noisy speech (8 dB SNR) makes the tiny model err on about 40 % of its words; confidence ranks them.
+    import difflib
+
+    model, processor = loaded
+    sentences = generate_sentences(40, seed=31337, unique=True)
+    waves = [
+        synthesize(s, RenderParams(voice="en-us", rate=160, noise="pink", snr_db=8.0, noise_seed=k))
+        for k, s in enumerate(sentences)
+    ]
+    results = transcribe(waves, model, processor, sampling_rate=16000, word_timestamps=True)
+    right, wrong = [], []
+    for result, sentence in zip(results, sentences, strict=True):
+        hypothesis = [w.word for w in result.words]
+        matcher = difflib.SequenceMatcher(a=hypothesis, b=sentence.split(), autojunk=False)
+        correct = {b.a + k for b in matcher.get_matching_blocks() for k in range(b.size)}
+        for i, word in enumerate(result.words):
+            (right if i in correct else wrong).append(word.confidence)
+    assert len(right) > 20 and len(wrong) > 20
+    right, wrong = np.array(right)[:, None], np.array(wrong)[None, :]
+    auroc = float(np.mean(right > wrong) + 0.5 * np.mean(right == wrong))
+    assert auroc > 0.65, auroc
