@@ -1,10 +1,12 @@
 """Render the synthetic espeak-ng corpus used for the CPU training demo.
 
     python examples/make_synthetic_corpus.py --out runs/synth --num-train 3000 --num-dev 150 --num-test 150 \
-        --seed 0 --noise-snr-db 30 --noise-prob 0.5 --vocab-size 320 --jobs 2
+        --seed 0 --noise-snr-db 30 --noise-prob 0.5 --vocab-size 320 --jobs 2 \
+        --multi-prob 0.25 --max-seconds 30 --num-test-long 100
 
-Writes wavs/, train.jsonl, dev.jsonl, test.jsonl, tokenizer/ and corpus_info.json under --out
-(see docs/synthetic_data.md).
+Writes wavs/, train.jsonl, dev.jsonl, test.jsonl (test_long.jsonl with --num-test-long), tokenizer/ and
+corpus_info.json under --out (see docs/synthetic_data.md). Without the multi-sentence options every
+utterance is one sentence, as in corpora made before they existed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all CPUs)")
     p.add_argument("--min-words", type=int, default=3)
     p.add_argument("--max-words", type=int, default=10)
+    p.add_argument(
+        "--multi-prob",
+        type=float,
+        default=0.0,
+        help="fraction of train/dev utterances that join several sentences with pauses",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=30.0, help="longest multi-sentence utterance, padding included"
+    )
+    p.add_argument(
+        "--pause-range",
+        type=float,
+        nargs=2,
+        default=(0.2, 1.5),
+        metavar=("MIN", "MAX"),
+        help="seconds of silence between the sentences of an utterance",
+    )
+    p.add_argument(
+        "--continuous-prob",
+        type=float,
+        default=0.2,
+        help="probability that a pause is only 0-50 ms (continuous speech)",
+    )
+    p.add_argument(
+        "--num-test-long", type=int, default=0, help="held-out multi-sentence utterances (test_long split)"
+    )
+    p.add_argument("--long-min-seconds", type=float, default=10.0, help="shortest test_long utterance")
     p.add_argument("--espeak", default=None, help="espeak-ng binary (default: $ESPEAK_NG or PATH)")
     return p.parse_args(argv)
 
@@ -52,6 +81,12 @@ def main(argv=None) -> int:
             jobs=args.jobs,
             min_words=args.min_words,
             max_words=args.max_words,
+            multi_prob=args.multi_prob,
+            max_seconds=args.max_seconds,
+            pause_range=tuple(args.pause_range),
+            continuous_prob=args.continuous_prob,
+            num_test_long=args.num_test_long,
+            long_min_seconds=args.long_min_seconds,
             espeak=args.espeak,
         )
     except EspeakNotFoundError as err:

@@ -23,6 +23,7 @@ from granite_nar.testing.synthetic_speech import (
     load_manifest,
     make_corpus,
     synthesize,
+    synthesize_sentences,
     train_tokenizer,
 )
 
@@ -171,3 +172,50 @@ def test_tiny_corpus_manifests(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"))
     assert check_round_trip(tok, texts) == 3
+
+
+@needs_espeak
+def test_synthesize_sentences_joins_with_pauses_within_the_limits():
+    params = RenderParams(voice="en-us", rate=180, lead_silence=0.1, trail_silence=0.1)
+    texts = ["the red cat sees two small dogs", "where is my hat", "a dog runs", "the cow sleeps"]
+    one = synthesize(texts[0], params)
+    wave, used = synthesize_sentences(texts, [1.0, 0.0, 0.5], params, target_seconds=0.5)
+    assert used == 2  # at least two sentences, even past the target
+    assert abs(float(np.max(np.abs(wave))) - params.peak) < 1e-5
+    gap = wave[one.shape[0] - 1600 : one.shape[0] - 1600 + 16000]  # after the first sentence, no trail
+    assert gap.shape[0] == 16000 and not np.any(gap)
+    wave_all, used_all = synthesize_sentences(texts, [1.0, 0.0, 0.5], params)
+    assert used_all == 4 and wave_all.shape[0] > wave.shape[0]
+    limited, n = synthesize_sentences(texts, [1.0, 0.0, 0.5], params, max_seconds=wave.shape[0] / 16000)
+    assert n == 2 and limited.shape[0] == wave.shape[0]
+    longer, n = synthesize_sentences(texts, [1.0, 0.0, 0.5], params, target_seconds=0.5, min_seconds=5.0)
+    assert n > 2 and longer.shape[0] >= 5.0 * 16000
+
+
+@needs_espeak
+def test_multi_sentence_corpus_keeps_the_single_sentence_utterances(tmp_path):
+    common = dict(num_train=4, num_dev=1, num_test=2, seed=7, jobs=1, log=None)
+    single = make_corpus(tmp_path / "single", **common)
+    multi = make_corpus(
+        tmp_path / "multi", **common, multi_prob=0.5, max_seconds=12, num_test_long=2, long_min_seconds=6
+    )
+    assert single["counts"] == {"train": 4, "dev": 1, "test": 2}
+    assert multi["counts"] == {"train": 4, "dev": 1, "test": 2, "test_long": 2}
+    assert multi["ctc_infeasible_utterances"] == 0
+    # The test split does not change, nor does a train utterance that stays one sentence.
+    assert (tmp_path / "single/test.jsonl").read_text() == (tmp_path / "multi/test.jsonl").read_text()
+    before = load_manifest(tmp_path / "single/train.jsonl", resolve=False)
+    after = load_manifest(tmp_path / "multi/train.jsonl", resolve=False)
+    grew = 0
+    for a, b in zip(before, after, strict=True):
+        if a == b:
+            continue
+        grew += 1
+        assert b["text"].startswith(a["text"] + " ") and a["duration_sec"] < b["duration_sec"] <= 12
+    assert grew == multi["splits"]["train"]["multi_sentence_utterances"] > 0
+    long = load_manifest(tmp_path / "multi/test_long.jsonl")
+    assert all(6 <= row["duration_sec"] <= 12 for row in long)
+    sentences = generate_sentences(200, seed=7, unique=True)
+    for row in long:  # whole sentences of the grammar, none of them in another split
+        words = row["text"].split()
+        assert len(words) >= 6 and not any(row["text"].startswith(s + " ") for s in sentences[:7])

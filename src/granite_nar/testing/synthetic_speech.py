@@ -9,7 +9,9 @@ model trained from scratch on speech synthesised here:
   word gap, silence padding, optional white or pink noise at a given SNR) as 16 kHz mono float32, peak normalised;
 * :func:`train_tokenizer` trains a sentencepiece BPE model on the text and exports it as a fast ``transformers``
   tokenizer whose last two ids are ``<|pad|>`` and ``<|end_of_text|>`` (the CTC blank), as in the released model;
-* :func:`make_corpus` ties it together: wav files, ``train/dev/test.jsonl`` manifests, tokenizer and a summary.
+* :func:`synthesize_sentences` renders several sentences in one voice joined by pauses, up to a duration;
+* :func:`make_corpus` ties it together: wav files, ``train/dev/test.jsonl`` manifests (optionally with
+  multi-sentence utterances of up to 30 s, and a ``test_long`` split of them), tokenizer and a summary.
 
 Everything random is drawn from generators seeded by ``(seed, split, index)``, so a corpus does not depend on the
 number of worker processes.
@@ -41,7 +43,7 @@ POOLING_WINDOW = 4  # the tiny models' encoder_config.pooling_window, as in the 
 PAD_TOKEN = "<|pad|>"
 EOT_TOKEN = "<|end_of_text|>"
 UNK_TOKEN = "<unk>"
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "test_long")  # the index of a split seeds its generators
 
 # --------------------------------------------------------------------------------------------------------------
 # Grammar
@@ -645,27 +647,80 @@ def _trim(wave: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     return wave[active[0] : active[-1] + 1]
 
 
-def synthesize(text: str, params: RenderParams | None = None, *, espeak: str | None = None) -> np.ndarray:
-    """Render ``text`` with espeak-ng: 16 kHz mono float32, silence trimmed then padded per ``params``,
-    optional noise, peak normalised to ``params.peak``."""
-    params = params or RenderParams()
-    wave, sr = _espeak_wave(text, params, find_espeak(espeak))
+def _speech(text: str, params: RenderParams, espeak: str) -> np.ndarray:
+    """espeak-ng's rendering of ``text``: silence trimmed, resampled to 16 kHz, not normalised."""
+    wave, sr = _espeak_wave(text, params, espeak)
     wave = _trim(wave)
     if wave.size == 0 or not np.any(wave):
         raise RuntimeError(f"espeak-ng produced silence for {text!r} with {params}")
-    wave = resample_waveform(wave, sr, SAMPLE_RATE)
-    speech = wave
+    return resample_waveform(wave, sr, SAMPLE_RATE)
+
+
+def _finish(wave: np.ndarray, params: RenderParams, reference: np.ndarray) -> np.ndarray:
+    """Pad ``wave`` with the lead and trail silence, add the noise (SNR against ``reference``), normalise."""
     lead = np.zeros(int(round(params.lead_silence * SAMPLE_RATE)), np.float32)
     trail = np.zeros(int(round(params.trail_silence * SAMPLE_RATE)), np.float32)
-    wave = np.concatenate([lead, speech, trail])
+    wave = np.concatenate([lead, wave, trail])
     if params.noise is not None:
         if params.snr_db is None:
             raise ValueError("RenderParams.noise is set but snr_db is None")
         wave = add_noise(
-            wave, params.snr_db, params.noise, np.random.default_rng(params.noise_seed), reference=speech
+            wave, params.snr_db, params.noise, np.random.default_rng(params.noise_seed), reference=reference
         )
     peak = float(np.max(np.abs(wave)))
     return (wave * (params.peak / peak)).astype(np.float32)
+
+
+def synthesize(text: str, params: RenderParams | None = None, *, espeak: str | None = None) -> np.ndarray:
+    """Render ``text`` with espeak-ng: 16 kHz mono float32, silence trimmed then padded per ``params``,
+    optional noise, peak normalised to ``params.peak``."""
+    params = params or RenderParams()
+    speech = _speech(text, params, find_espeak(espeak))
+    return _finish(speech, params, speech)
+
+
+def synthesize_sentences(
+    texts: Sequence[str],
+    pauses: Sequence[float],
+    params: RenderParams | None = None,
+    *,
+    target_seconds: float | None = None,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = None,
+    espeak: str | None = None,
+) -> tuple[np.ndarray, int]:
+    """Render several sentences in one voice (``params``), joined by silences, as one utterance.
+
+    ``pauses[j]`` seconds of silence separate sentence ``j`` from sentence ``j + 1``; each sentence is trimmed
+    as in :func:`synthesize`, and the padding, noise (SNR measured against the speech without pauses) and
+    peak normalisation apply to the whole utterance. Sentences are taken in order while the utterance,
+    padding included, stays within ``target_seconds`` (default: all of them), at least two of them, then
+    more while it is shorter than ``min_seconds``; it never grows past ``max_seconds``. Returns the
+    waveform and the number of sentences used: its transcript is ``" ".join(texts[:n])``.
+    """
+    params = params or RenderParams()
+    if not texts:
+        raise ValueError("synthesize_sentences needs at least one sentence")
+    if len(pauses) < len(texts) - 1:
+        raise ValueError(f"{len(texts)} sentences need {len(texts) - 1} pauses, got {len(pauses)}")
+    espeak_path = find_espeak(espeak)
+    target = float("inf") if target_seconds is None else target_seconds * SAMPLE_RATE
+    limit = float("inf") if max_seconds is None else max_seconds * SAMPLE_RATE
+    floor = min_seconds * SAMPLE_RATE
+    padding = int(round(params.lead_silence * SAMPLE_RATE)) + int(round(params.trail_silence * SAMPLE_RATE))
+    parts = [_speech(texts[0], params, espeak_path)]
+    speech_parts = list(parts)
+    total = padding + parts[0].shape[0]
+    for text, pause in zip(texts[1:], pauses, strict=False):
+        gap = np.zeros(int(round(pause * SAMPLE_RATE)), np.float32)
+        nxt = _speech(text, params, espeak_path)
+        grown = total + gap.shape[0] + nxt.shape[0]
+        if grown > limit or (len(speech_parts) >= 2 and grown > target and total >= floor):
+            break
+        parts += [gap, nxt]
+        speech_parts.append(nxt)
+        total = grown
+    return _finish(np.concatenate(parts), params, np.concatenate(speech_parts)), len(speech_parts)
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray) -> float:
@@ -676,9 +731,16 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray) -> float:
     return wave.shape[0] / SAMPLE_RATE
 
 
-def _render_job(job: tuple[str, str, dict, str | None]) -> float:
-    text, path, params, espeak = job
-    return write_wav(path, synthesize(text, RenderParams(**params), espeak=espeak))
+def _render_job(job: tuple) -> tuple[float, int]:
+    """Render one utterance and write it; returns its duration and number of sentences.
+
+    ``job`` is ``(texts, path, params, espeak, plan)``: one sentence when ``plan`` is None, otherwise
+    ``plan`` holds the keyword arguments of :func:`synthesize_sentences` (pauses and durations)."""
+    texts, path, params, espeak, plan = job
+    if plan is None:
+        return write_wav(path, synthesize(texts[0], RenderParams(**params), espeak=espeak)), 1
+    wave, used = synthesize_sentences(texts, params=RenderParams(**params), espeak=espeak, **plan)
+    return write_wav(path, wave), used
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -821,6 +883,33 @@ def _split_seed(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
+def _multi_plan(
+    rng: np.random.Generator,
+    count: int,
+    *,
+    min_seconds: float,
+    max_seconds: float,
+    pause_range: tuple[float, float],
+    continuous_prob: float,
+) -> dict:
+    """Pauses and durations of one multi-sentence utterance of at most ``count`` sentences: the target
+    duration is uniform in ``[min_seconds, max_seconds]``; each pause is 0-50 ms with probability
+    ``continuous_prob`` (continuous speech), otherwise uniform in ``pause_range``."""
+    target = float(rng.uniform(min_seconds, max_seconds))
+    pauses = []
+    for _ in range(count - 1):
+        if rng.random() < continuous_prob:
+            pauses.append(round(float(rng.uniform(0.0, 0.05)), 3))
+        else:
+            pauses.append(round(float(rng.uniform(*pause_range)), 3))
+    return {
+        "pauses": pauses,
+        "target_seconds": round(target, 3),
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
+    }
+
+
 def make_corpus(
     out_dir: str | os.PathLike,
     *,
@@ -838,6 +927,12 @@ def make_corpus(
     pitch_range: tuple[int, int] = (25, 75),
     min_words: int = 3,
     max_words: int = 10,
+    multi_prob: float = 0.0,
+    max_seconds: float = 30.0,
+    pause_range: tuple[float, float] = (0.2, 1.5),
+    continuous_prob: float = 0.2,
+    num_test_long: int = 0,
+    long_min_seconds: float = 10.0,
     espeak: str | None = None,
     tokenizer_dir: str = "tokenizer",
     log=print,
@@ -849,27 +944,61 @@ def make_corpus(
     ``tokenizer/`` (see :func:`train_tokenizer`, trained on the training text plus the grammar's word list);
     ``corpus_info.json`` with the settings and statistics, which are also returned. Sentences are distinct
     across all splits. ``jobs`` worker processes render (default: all CPUs).
+
+    Multi-sentence utterances: a fraction ``multi_prob`` of the train and dev utterances join 2 or more
+    sentences in one voice with pauses (see :func:`synthesize_sentences`), up to a target duration drawn
+    uniformly up to ``max_seconds``; the transcript is the sentences joined by single spaces.
+    ``num_test_long`` adds a ``test_long`` split of such utterances lasting ``long_min_seconds`` to
+    ``max_seconds``. The test split is always single sentences. Each utterance keeps the sentence it has
+    without multi-sentence utterances (the extra sentences are drawn after all of those), so with the
+    defaults (``multi_prob=0``, ``num_test_long=0``) the corpus is the single-sentence one, and the
+    single-sentence utterances and the test split are the same for any ``multi_prob``.
     """
+    if not 0.0 <= multi_prob <= 1.0:
+        raise ValueError(f"multi_prob={multi_prob} is not in [0, 1]")
+    if not 0.0 <= pause_range[0] <= pause_range[1]:
+        raise ValueError(f"pause_range={pause_range} is not an interval of non-negative seconds")
+    if (multi_prob > 0 or num_test_long > 0) and not 0.0 <= long_min_seconds < max_seconds:
+        raise ValueError(f"long_min_seconds={long_min_seconds} must be below max_seconds={max_seconds}")
     espeak_path = find_espeak(espeak)
     log = log or (lambda *a, **k: None)
     out = Path(out_dir)
     counts = {"train": num_train, "dev": num_dev, "test": num_test}
+    if num_test_long:
+        counts["test_long"] = num_test_long
+    splits = list(counts)
+    # Candidate sentences per multi-sentence utterance: enough for max_seconds of the shortest sentences.
+    per_multi = max(2, int(np.ceil(max_seconds)) + 1)
+    multi_rngs: dict[str, list[np.random.Generator | None]] = {}
+    for split in splits:
+        multi_rngs[split] = []
+        for i in range(counts[split]):
+            rng = np.random.default_rng([seed, SPLITS.index(split), i, 1])
+            multi = split == "test_long" or (split in ("train", "dev") and rng.random() < multi_prob)
+            multi_rngs[split].append(rng if multi else None)
+    num_single = num_train + num_dev + num_test
+    num_extra = sum(
+        (per_multi if split == "test_long" else per_multi - 1)
+        for split in splits
+        for r in multi_rngs[split]
+        if r
+    )
     texts = generate_sentences(
-        sum(counts.values()), seed, min_words=min_words, max_words=max_words, unique=True
+        num_single + num_extra, seed, min_words=min_words, max_words=max_words, unique=True
     )
     split_texts: dict[str, list[str]] = {}
     start = 0
-    for split in SPLITS:
+    for split in SPLITS[:3]:
         split_texts[split] = texts[start : start + counts[split]]
         start += counts[split]
 
     jobs_list = []
     rows: dict[str, list[dict]] = {}
     param_counts: dict[str, int] = {"noisy": 0}
-    for split in SPLITS:
+    for split in splits:
         (out / "wavs" / split).mkdir(parents=True, exist_ok=True)
         rows[split] = []
-        for i, text in enumerate(split_texts[split]):
+        for i in range(counts[split]):
             params = draw_render_params(
                 _split_seed(seed, split, i),
                 voices=voices,
@@ -881,37 +1010,57 @@ def make_corpus(
             )
             param_counts["noisy"] += params.noise is not None
             rel = f"wavs/{split}/{split}_{i:06d}.wav"
-            rows[split].append({"audio_path": rel, "text": text})
-            jobs_list.append((text, str(out / rel), asdict(params), espeak_path))
+            rows[split].append({"audio_path": rel})
+            rng = multi_rngs[split][i]
+            if rng is None:
+                utterance_texts, plan = [split_texts[split][i]], None
+            else:
+                first = [] if split == "test_long" else [split_texts[split][i]]
+                extra = per_multi - len(first)
+                utterance_texts = first + texts[start : start + extra]
+                start += extra
+                plan = _multi_plan(
+                    rng,
+                    per_multi,
+                    min_seconds=long_min_seconds if split == "test_long" else 0.0,
+                    max_seconds=max_seconds,
+                    pause_range=pause_range,
+                    continuous_prob=continuous_prob,
+                )
+            jobs_list.append((utterance_texts, str(out / rel), asdict(params), espeak_path, plan))
 
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
     if jobs == 1:
-        durations = [_render_job(j) for j in jobs_list]
+        results = [_render_job(j) for j in jobs_list]
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            durations = list(pool.map(_render_job, jobs_list, chunksize=16))
+            results = list(pool.map(_render_job, jobs_list, chunksize=16))
     render_seconds = time.perf_counter() - t0
     log(f"rendered {len(jobs_list)} utterances in {render_seconds:.1f} s with {jobs} worker(s)")
 
     k = 0
-    for split in SPLITS:
+    for split in splits:
         with (out / f"{split}.jsonl").open("w", encoding="utf-8") as f:
             for row in rows[split]:
-                row["duration_sec"] = durations[k]
+                duration, used = results[k]
+                row["text"] = " ".join(jobs_list[k][0][:used])
+                row["duration_sec"] = duration
+                row["_sentences"] = used
                 k += 1
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps({key: row[key] for key in ("audio_path", "text", "duration_sec")}) + "\n")
 
     t1 = time.perf_counter()
-    tokenizer = train_tokenizer(split_texts["train"] + grammar_vocabulary(), out / tokenizer_dir, vocab_size)
-    checked = check_round_trip(tokenizer, texts)
+    train_texts = [r["text"] for r in rows["train"]]
+    tokenizer = train_tokenizer(train_texts + grammar_vocabulary(), out / tokenizer_dir, vocab_size)
+    checked = check_round_trip(tokenizer, [r["text"] for split in splits for r in rows[split]])
     tokenizer_seconds = time.perf_counter() - t1
-    log(f"tokenizer: {len(tokenizer)} ids, round trip checked on {checked} sentences")
+    log(f"tokenizer: {len(tokenizer)} ids, round trip checked on {checked} utterances")
 
     stats: dict[str, dict] = {}
     ctc_infeasible = 0
     max_tokens_per_sec = 0.0
-    for split in SPLITS:
+    for split in splits:
         durs = [r["duration_sec"] for r in rows[split]]
         ntok = []
         for r in rows[split]:
@@ -922,6 +1071,7 @@ def make_corpus(
             )
             ctc_infeasible += windows < ctc_symbols_needed(ids)
             max_tokens_per_sec = max(max_tokens_per_sec, len(ids) / r["duration_sec"])
+        multi = [r for r in rows[split] if r["_sentences"] > 1]
         stats[split] = {
             "utterances": len(durs),
             "hours": sum(durs) / 3600.0,
@@ -930,9 +1080,13 @@ def make_corpus(
             "max_duration_sec": float(np.max(durs)) if durs else 0.0,
             "mean_words": float(np.mean([len(r["text"].split()) for r in rows[split]])) if durs else 0.0,
             "mean_tokens": float(np.mean(ntok)) if ntok else 0.0,
+            "max_tokens": int(max(ntok)) if ntok else 0,
+            "multi_sentence_utterances": len(multi),
+            "multi_sentence_hours": sum(r["duration_sec"] for r in multi) / 3600.0,
+            "mean_sentences_per_multi": float(np.mean([r["_sentences"] for r in multi])) if multi else 0.0,
         }
-    all_durs = durations
-    used_words = sorted({w for t in texts for w in t.split()})
+    all_durs = [r["duration_sec"] for split in splits for r in rows[split]]
+    used_words = sorted({w for split in splits for r in rows[split] for w in r["text"].split()})
     info = {
         "seed": seed,
         "sample_rate": SAMPLE_RATE,
@@ -946,6 +1100,11 @@ def make_corpus(
         "pitch_range": list(pitch_range),
         "min_words": min_words,
         "max_words": max_words,
+        "multi_prob": multi_prob,
+        "max_seconds": max_seconds,
+        "pause_range": list(pause_range),
+        "continuous_prob": continuous_prob,
+        "long_min_seconds": long_min_seconds,
         "tokenizer_dir": tokenizer_dir,
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
@@ -992,6 +1151,7 @@ __all__ = [
     "make_corpus",
     "make_noise",
     "synthesize",
+    "synthesize_sentences",
     "train_tokenizer",
     "write_wav",
 ]
