@@ -7,6 +7,10 @@ to the autoregressive counterpart trained on the same data for the same time.
     python examples/make_synthetic_corpus.py --out runs/synth ...     # see docs/synthetic_data.md
     python examples/train_tiny_synth.py --corpus runs/synth --minutes 22 --out examples/models/tiny-synth
     python examples/train_tiny_synth.py --corpus runs/synth --minutes 22 --model ar --out runs/tiny-synth-ar
+    python examples/train_tiny_synth.py --corpus runs/synth-long --init-from runs/tiny-synth/model ...
+
+``--init-from`` continues a trained NAR model (its weights and tokenizer) on another corpus, e.g. one with
+multi-sentence utterances of up to 30 s (docs/training.md, "Long segments").
 
 Training runs for a wall-clock budget (``--minutes``), not a step count: the learning rate warms up over
 ``--warmup-steps`` and then follows a cosine over the elapsed fraction of the budget, so the run ends
@@ -87,7 +91,10 @@ def tiny_config(vocab_size: int, pad_id: int, blank_id: int) -> GraniteSpeechNar
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=512,
+            # Informational with default RoPE (positions are computed, nothing is learned or cached per
+            # position): the longest editor input the model is meant for, a 30 s segment = 300 audio
+            # tokens + 2n+1 slots, n <= 375 BPE tokens (one per 80 ms window), is 1051 positions.
+            max_position_embeddings=2048,
             pad_token_id=pad_id,
             bos_token_id=blank_id,
             eos_token_id=blank_id,
@@ -136,6 +143,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         default=0.65,
         help="fraction of the budget after which the encoder is frozen",
+    )
+    p.add_argument(
+        "--long-start",
+        type=float,
+        default=0.0,
+        help="fraction of the budget before which utterances longer than --long-seconds are left out",
+    )
+    p.add_argument("--long-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="continue from this NAR model folder (its weights and tokenizer) instead of random weights",
     )
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
     # One intra-op thread: on a small model with other jobs on the cores, two threads spend their time waiting
@@ -231,6 +250,35 @@ class ArTrainer(GraniteSpeechNarTrainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
+class DeferLong(torch.utils.data.Dataset):
+    """A training set whose utterances longer than ``max_seconds`` are replaced by short ones while
+    ``deferring``: a batch of multi-sentence utterances costs several batches of single sentences, and the
+    encoder alone learns the acoustics as well from the cheaper steps; the editor, which must learn long
+    inputs, starts when they are let in. Batches are still formed on the true lengths
+    (``group_by_length``), so a batch of replaced utterances is a batch of short ones."""
+
+    def __init__(self, dataset, max_seconds: float):
+        self.dataset = dataset
+        self.is_long = [row.duration_sec > max_seconds for row in dataset.rows]
+        self.short = [i for i, long in enumerate(self.is_long) if not long]
+        if not self.short:
+            raise ValueError(f"no training utterance lasts at most {max_seconds} s")
+        self.deferring = True
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if self.deferring and self.is_long[index]:
+            index = self.short[index % len(self.short)]
+        return self.dataset[index]
+
+    def __getattr__(self, name):  # rows, lengths, … of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 class Phases(TrainerCallback):
     """The recipe's three phases, switched on the elapsed fraction of the time budget.
 
@@ -241,14 +289,26 @@ class Phases(TrainerCallback):
        gets about twice as many updates per minute.
     """
 
-    def __init__(self, trainer, budget: WallClockBudget, editor_start: float, encoder_freeze: float):
+    def __init__(
+        self,
+        trainer,
+        budget: WallClockBudget,
+        editor_start: float,
+        encoder_freeze: float,
+        deferred: DeferLong | None = None,
+        long_start: float = 0.0,
+    ):
         self.trainer, self.budget = trainer, budget
         self.editor_start, self.encoder_freeze = editor_start, encoder_freeze
+        self.deferred, self.long_start = deferred, long_start
         self.phase = 0
         trainer.edit_loss_weight = 0.0 if editor_start > 0 else 1.0
 
     def on_step_begin(self, args, state, control, **kwargs):
         fraction = self.budget.fraction()
+        if self.deferred is not None and self.deferred.deferring and fraction >= self.long_start:
+            self.deferred.deferring = False
+            print(f"step {state.global_step}: long utterances join the batches", flush=True)
         if self.phase == 0 and fraction >= self.editor_start:
             self.phase = 1
             self.trainer.edit_loss_weight = 1.0
@@ -281,7 +341,8 @@ def main(argv=None) -> None:
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
 
-    tokenizer = AutoTokenizer.from_pretrained(corpus / "tokenizer")
+    # A continued model keeps its own tokenizer: every corpus tokenizer covers the grammar's words.
+    tokenizer = AutoTokenizer.from_pretrained(args.init_from or corpus / "tokenizer")
     feature_extractor = GraniteSpeechNarFeatureExtractor()
     blank_id = tokenizer.eos_token_id
     filters = ManifestFilter(max_duration_sec=30.0)
@@ -292,13 +353,23 @@ def main(argv=None) -> None:
     dev_rows = dev_report.limit(dev_rows, args.max_dev, "beyond --max-dev")
     print(train_report, dev_report, sep="\n")
     train_set = SpeechDataset(train_rows, feature_extractor, cache_features=True)
+    deferred = None
+    if args.long_start > 0 and args.model == "nar":  # the phases switch it
+        train_set = deferred = DeferLong(train_set, args.long_seconds)
     dev_set = SpeechDataset(dev_rows, feature_extractor, cache_features=True)
     collator = DataCollatorForGraniteSpeechNar(feature_extractor, tokenizer, char_vocabulary=CHAR_VOCABULARY)
 
     config = tiny_config(len(tokenizer), tokenizer.pad_token_id, blank_id)
     config.ce_loss_lambda = args.ce_loss_lambda
     config.encoder_ctc_loss_lambda = args.encoder_ctc_loss_lambda
-    model = GraniteSpeechNarForCTC(config) if args.model == "nar" else build_ar(config)
+    if args.init_from:
+        if args.model != "nar":
+            raise SystemExit("--init-from continues a NAR model")
+        model = GraniteSpeechNarForCTC.from_pretrained(args.init_from, dtype=torch.float32)
+        # Informational with default RoPE: the recipe's value, whatever the continued model recorded.
+        model.config.text_config.max_position_embeddings = config.text_config.max_position_embeddings
+    else:
+        model = GraniteSpeechNarForCTC(config) if args.model == "nar" else build_ar(config)
     print(
         count_parameters(model, "full") if args.model == "nar" else f"{model.num_parameters():,} parameters"
     )
@@ -363,7 +434,9 @@ def main(argv=None) -> None:
             char_ctc_loss_lambda=args.char_ctc_loss_lambda,
             transcription_evaluator=evaluator,
         )
-        trainer.add_callback(Phases(trainer, budget, args.editor_start, args.encoder_freeze))
+        trainer.add_callback(
+            Phases(trainer, budget, args.editor_start, args.encoder_freeze, deferred, args.long_start)
+        )
     else:
         trainer = ArTrainer(
             **common,
@@ -406,6 +479,9 @@ def main(argv=None) -> None:
         },
         "char_vocabulary": CHAR_VOCABULARY,
     }
+    previous = Path(args.init_from or "") / "training_summary.json"
+    if args.init_from and previous.is_file():
+        summary["init_from_summary"] = json.loads(previous.read_text())
     (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.copy(log_path, work_dir / "log_final.jsonl")
     log_file.close()
