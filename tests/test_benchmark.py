@@ -122,3 +122,20 @@ def test_gpu_check_runs_its_steps_on_a_cpu_smoke_config(tmp_path, capsys):
     assert all(r["rtfx"] == pytest.approx(r["audio_s"] / r["median_s"]) for r in rows)
     assert "| 3 |" in capsys.readouterr().out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_long_form_benchmark_reports_every_length(tmp_path, capsys):
+    from bench_long_form import main as long_form_main
+
+    out = tmp_path / "long.json"
+    assert (
+        long_form_main(["--config", "tiny", "--minutes", "0.5", "1", "--repeats", "1", "--json", str(out)])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert [row["minutes"] for row in report["rows"]] == [0.5, 1.0]
+    for row in report["rows"]:
+        assert row["rate"] == pytest.approx(row["minutes"] * 60 / row["seconds"])
+        assert row["peak_gb"] >= 0
+    printed = capsys.readouterr().out
+    assert "| 0.5 min |" in printed and "| 1 min |" in printed and "short clips" in printed
