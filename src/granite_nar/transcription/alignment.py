@@ -172,41 +172,73 @@ def speech_activity(
     return regions
 
 
+# Delays tried between a word's CTC spike and the start of its sound (seconds; negative: the spike comes late).
+SPIKE_DELAYS = tuple(round(-0.4 + 0.05 * k, 2) for k in range(13))
+
+
 def refine_word_times(
     words: list[Word],
     regions: Sequence[tuple[float, float]],
     *,
     drop_cost: float = 0.5,
     missing_cost: float = 0.3,
+    delays: Sequence[float] = SPIKE_DELAYS,
 ) -> list[Word]:
     """Move word boundaries onto the sound.
 
-    CTC spikes say *which* part of the audio a word belongs to but can sit anywhere inside it or just
-    after it (the BPE head sees a whole attention block at once). So the stretches of sound
-    (:func:`speech_activity`) are matched to the words in order, each stretch to the word whose aligned
-    time it is nearest, by a small dynamic programme: a stretch matched to a word costs its distance
-    from the word's aligned span, a stretch matched to no word (a noise) costs ``drop_cost`` seconds, and
-    a word left without a stretch costs ``missing_cost``. A stretch holding the aligned times of several
-    words (speech without gaps) is first split between them at the midpoints of their aligned spans.
-    A word then spans its stretches; a word without any keeps its aligned times, kept between its
-    neighbours.
+    CTC spikes say *which* part of the audio a word belongs to but not exactly where it starts: the BPE
+    head sees a whole attention block at once, and a model tends to fire a little after (or before) the
+    sound. So each word is anchored at its aligned start plus a delay, and the stretches of sound
+    (:func:`speech_activity`) are matched to the words in order by a small dynamic programme: a stretch
+    matched to a word costs its distance from the word's anchor, a stretch matched to no word (a noise)
+    costs ``drop_cost`` seconds, and a word left without a stretch costs ``missing_cost``. A stretch
+    holding several words' anchors (speech without gaps) is first split between them at the midpoints of
+    the anchors. The delay is the one of ``delays`` whose matching costs least, found for each segment
+    from its own audio (no model-specific constant). A word then spans its stretches; a word without any
+    keeps its aligned times, kept between its neighbours.
     """
     if not words or not regions:
         return words
-    centres = [(w.start + w.end) / 2 for w in words]
+    best_cost, assigned = float("inf"), None
+    for delay in delays:
+        cost, matched = _match([w.start + delay for w in words], regions, drop_cost, missing_cost)
+        if matched is not None and cost < best_cost - 1e-9:
+            best_cost, assigned = cost, matched
+    if assigned is None:
+        return words  # every stretch dropped
+    out, previous_end = [], 0.0
+    for index, (word_, stretches) in enumerate(zip(words, assigned, strict=True)):
+        start, end = word_.start, word_.end
+        if stretches:
+            start, end = min(s for s, _ in stretches), max(e for _, e in stretches)
+        following = next((min(s for s, _ in later) for later in assigned[index + 1 :] if later), None)
+        start = max(start, previous_end)
+        if following is not None:
+            start, end = min(start, following), min(end, following)
+        end = max(end, start)
+        out.append(Word(word_.word, round(start, 3), round(end, 3), word_.confidence))
+        previous_end = end
+    return out
+
+
+def _match(
+    anchors: list[float], regions: Sequence[tuple[float, float]], drop_cost: float, missing_cost: float
+) -> tuple[float, list[list[tuple[float, float]]] | None]:
+    """The ordered matching of stretches to anchored words: its cost and each word's stretches (``None``
+    when dropping every stretch is cheapest)."""
     pieces: list[tuple[float, float]] = []
     for start, end in regions:
-        inside = [c for c in centres if start <= c <= end]
+        inside = [a for a in anchors if start <= a <= end]
         cuts = [(a + b) / 2 for a, b in zip(inside, inside[1:], strict=False)]
         edges = [start, *cuts, end]
         pieces += list(zip(edges, edges[1:], strict=False))
-    n = len(words)
+    n = len(anchors)
     inf = float("inf")
     best = [inf] * n  # best[i]: cost so far with word i the last one given a stretch
     start_cost = 0.0  # no stretch given to any word yet
     back: list[list[tuple[str, int]]] = []
     for start, end in pieces:
-        distance = [max(w.start - end, start - w.end, 0.0) for w in words]
+        distance = [max(a - end, start - a, 0.0) for a in anchors]
         new, choice = [inf] * n, [("drop", -1)] * n
         # Running minimum over earlier words i' < i of best[i'] - missing_cost * i' (skipped words pay).
         run_value, run_index = start_cost + missing_cost, -1  # the virtual word -1
@@ -227,8 +259,8 @@ def refine_word_times(
     finals = [best[i] + missing_cost * (n - 1 - i) for i in range(n)]
     last = min(range(n), key=lambda i: finals[i])
     if start_cost + missing_cost * n <= finals[last]:
-        return words  # every stretch dropped
-    assigned: list[list[tuple[float, float]]] = [[] for _ in words]
+        return start_cost + missing_cost * n, None
+    assigned: list[list[tuple[float, float]]] = [[] for _ in anchors]
     word = last
     for j in range(len(pieces) - 1, -1, -1):
         if word < 0:
@@ -238,16 +270,4 @@ def refine_word_times(
             assigned[word].append(pieces[j])
         if kind == "from":
             word = previous
-    out, previous_end = [], 0.0
-    for index, (word_, stretches) in enumerate(zip(words, assigned, strict=True)):
-        start, end = word_.start, word_.end
-        if stretches:
-            start, end = min(s for s, _ in stretches), max(e for _, e in stretches)
-        following = next((min(s for s, _ in later) for later in assigned[index + 1 :] if later), None)
-        start = max(start, previous_end)
-        if following is not None:
-            start, end = min(start, following), min(end, following)
-        end = max(end, start)
-        out.append(Word(word_.word, round(start, 3), round(end, 3), word_.confidence))
-        previous_end = end
-    return out
+    return finals[last], assigned
