@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from testers import BLANK, GraniteSpeechNarForCTCModelTester
 
-from granite_nar.model.ctc import copy_loss, ctc_collapse, ctc_loss_from_flat_logits, insert_slots
+from granite_nar.model.ctc import (
+    copy_loss,
+    ctc_collapse,
+    ctc_collapse_with_scores,
+    ctc_loss_from_flat_logits,
+    insert_slots,
+)
 from granite_nar.testing.reference import reference_ctc_collapse, reference_insert_slots
 
 model_tester = GraniteSpeechNarForCTCModelTester()
@@ -27,6 +33,27 @@ def test_ctc_collapse_matches_reference(batch):
     flat = torch.tensor([i for ids in batch for i in ids], dtype=torch.long)
     fast = ctc_collapse(flat, [len(ids) for ids in batch], blank=4)
     assert [f.tolist() for f in fast] == [reference_ctc_collapse(ids, blank=4) for ids in batch]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids_lists)
+def test_collapse_with_scores_keeps_each_tokens_best_frame_score(batch):
+    flat = torch.tensor([i for ids in batch for i in ids], dtype=torch.long)
+    scores = torch.rand(flat.numel(), generator=torch.Generator().manual_seed(len(flat)))
+    tokens, token_scores = ctc_collapse_with_scores(flat, scores, [len(ids) for ids in batch], blank=4)
+    offset = 0
+    for ids, got_tokens, got_scores in zip(batch, tokens, token_scores, strict=True):
+        expected_tokens, expected_scores = [], []
+        for position, token in enumerate(ids):  # readable: one run at a time
+            if position == 0 or token != ids[position - 1]:
+                run_scores = []
+                if token != 4:
+                    expected_tokens.append(token)
+                    expected_scores.append(run_scores)
+            run_scores.append(float(scores[offset + position]))
+        offset += len(ids)
+        assert got_tokens.tolist() == expected_tokens == reference_ctc_collapse(ids, blank=4)
+        assert got_scores.tolist() == pytest.approx([max(r) for r in expected_scores])
 
 
 def test_ctc_collapse_merges_repeats_before_dropping_blanks():

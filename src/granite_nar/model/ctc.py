@@ -32,6 +32,15 @@ __all__ = [
 ]
 
 
+def _run_starts(ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """``(ΣT,)`` bool: a frame starts a new run if it differs from its predecessor or starts an utterance."""
+    starts = torch.zeros_like(ids, dtype=torch.bool)
+    starts[1:] = ids[1:] != ids[:-1]
+    offsets = torch.tensor([0, *lengths[:-1]], device=ids.device).cumsum(0)
+    starts[offsets[torch.tensor(lengths, device=ids.device) > 0]] = True
+    return starts
+
+
 def ctc_collapse(ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank: int) -> list[torch.Tensor]:
     """Greedy CTC collapse of flat frame labels: merge repeats *then* drop blanks (``a _ a`` → ``a a``).
 
@@ -48,12 +57,7 @@ def ctc_collapse(ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank
         raise ValueError(f"ids hold {ids.numel()} frames but the lengths add up to {sum(lengths)}.")
     if ids.numel() == 0:
         return [ids.new_empty(0, dtype=torch.long) for _ in lengths]
-    # A frame starts a new run if it differs from its predecessor or starts an utterance.
-    starts = torch.zeros_like(ids, dtype=torch.bool)
-    starts[1:] = ids[1:] != ids[:-1]
-    offsets = torch.tensor([0, *lengths[:-1]], device=ids.device).cumsum(0)
-    starts[offsets[torch.tensor(lengths, device=ids.device) > 0]] = True
-    keep = starts & (ids != blank)
+    keep = _run_starts(ids, lengths) & (ids != blank)
     counts = torch.zeros(len(lengths), dtype=torch.long, device=ids.device)
     utt = torch.repeat_interleave(
         torch.arange(len(lengths), device=ids.device), torch.tensor(lengths, device=ids.device)
@@ -77,10 +81,7 @@ def ctc_collapse_with_scores(
     tokens = ctc_collapse(ids, lengths, blank)
     if ids.numel() == 0:
         return tokens, [scores.new_empty(0) for _ in lengths]
-    starts = torch.zeros_like(ids, dtype=torch.bool)
-    starts[1:] = ids[1:] != ids[:-1]
-    offsets = torch.tensor([0, *lengths[:-1]], device=ids.device).cumsum(0)
-    starts[offsets[torch.tensor(lengths, device=ids.device) > 0]] = True
+    starts = _run_starts(ids, lengths)
     run = starts.long().cumsum(0) - 1  # run index of every frame
     best = scores.new_full((int(run[-1]) + 1,), float("-inf"))
     best.scatter_reduce_(0, run, scores, reduce="amax")
