@@ -155,12 +155,22 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
             self._tables[key] = (window.to(device), filters.to(device))
         return self._tables[key]
 
-    def extract(self, wave: torch.Tensor) -> torch.Tensor:
-        """Features of one validated waveform.
+    def extract(self, wave: torch.Tensor, chunk_seconds: float | None = None) -> torch.Tensor:
+        """Features of one validated waveform, of any length.
+
+        Mel frame ``k`` is centred on sample ``k * hop``: the 400-sample Hann window, zero-padded to
+        ``n_fft``, reads samples ``[k * hop - n_fft // 2, k * hop + n_fft // 2]`` of the signal reflect-padded
+        by ``n_fft // 2`` at both ends, as ``torch.stft(center=True)`` and torchaudio's Spectrogram do.
+        Only the first ``2 * (N // 320)`` frames are computed (cut *before* the log and the maximum,
+        docs/reference_behaviour.md §2.1).
 
         Args:
             wave: ``(N,)`` float tensor (see :func:`validate_waveform`), ``N >= 320``; the computation
                 runs in its dtype and on its device.
+            chunk_seconds: compute the spectrum this much audio at a time (the same frames as one call)
+                and keep only the 80-bin log-mel: the whole spectrum of an hour (257 bins × 360 000
+                frames, complex) would take 0.7 GB. ``None``: in one piece. The dynamic-range clamp uses
+                the maximum of the whole recording either way.
 
         Returns:
             ``(N // 320, frame_stacking * feature_size)`` tensor.
@@ -168,53 +178,18 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
         window, filters = self._window_and_filters(wave.dtype, wave.device)
         num_frames = num_encoder_frames(wave.shape[0])
         num_mel_frames = self.frame_stacking * num_frames
-        with torch.no_grad():
-            # torch.stft zero-pads the 400-sample window to 512, centred, and reflect-pads the signal by
-            # n_fft // 2 at both ends, as torchaudio's Spectrogram does.
-            spectrum = torch.stft(
-                wave,
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=window,
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                onesided=True,
-                return_complex=True,
-            )  # (n_fft // 2 + 1, 1 + N // hop)
-            # Cut first (docs/reference_behaviour.md §2.1): the frames past 2 * (N // 320) never reach the log or the maximum.
-            power = spectrum[:, :num_mel_frames].abs().pow(2.0)  # (257, F)
-            log_mel = (power.T @ filters).clamp_min(LOG_FLOOR).log10()  # (F, 80)
-            peak = log_mel.max()
-            log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES) / 4.0 + 1.0
-            # Frame k of the encoder is [mel_2k ; mel_2k+1] (even frame's bins first).
-            return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)  # (T, 160)
-
-    def extract_long(self, wave: torch.Tensor, chunk_seconds: float = 60.0) -> torch.Tensor:
-        """:meth:`extract` for a recording of any length, with the spectrum computed piece by piece.
-
-        The whole spectrum of an hour (257 bins × 360 000 frames, complex) would take 0.7 GB; here it is
-        computed ``chunk_seconds`` at a time from the reflect-padded signal, which gives the same frames as
-        one call, and only the 80-bin log-mel is kept. The dynamic-range clamp uses the maximum of the
-        whole recording, as for a short clip. A wave no longer than one chunk takes :meth:`extract` itself.
-        """
-        num_frames = num_encoder_frames(wave.shape[0])
-        num_mel_frames = self.frame_stacking * num_frames
-        chunk = max(1, int(chunk_seconds * self.sampling_rate) // self.hop_length)
-        if num_mel_frames <= chunk:
-            return self.extract(wave)
-        window, filters = self._window_and_filters(wave.dtype, wave.device)
+        chunk = num_mel_frames
+        if chunk_seconds is not None:
+            chunk = max(1, int(chunk_seconds * self.sampling_rate) // self.hop_length)
         half = self.n_fft // 2
         log_mel = torch.empty(num_mel_frames, self.feature_size, dtype=wave.dtype, device=wave.device)
         with torch.no_grad():
             for first in range(0, num_mel_frames, chunk):
                 last = min(first + chunk, num_mel_frames)
-                # Mel frame k is centred on sample k * hop: it reads samples [k * hop - half, k * hop + half].
                 lo, hi = first * self.hop_length - half, (last - 1) * self.hop_length + half + 1
                 piece = wave[max(lo, 0) : min(hi, wave.shape[0])]
                 edges = (max(-lo, 0), max(hi - wave.shape[0], 0))
-                if any(edges):  # the recording's own ends: reflect, as torch.stft(center=True) does
+                if any(edges):  # the recording's own ends
                     piece = F.pad(piece[None, None], edges, mode="reflect")[0, 0]
                 spectrum = torch.stft(
                     piece,
@@ -226,12 +201,13 @@ class GraniteSpeechNarFeatureExtractor(SequenceFeatureExtractor):
                     normalized=False,
                     onesided=True,
                     return_complex=True,
-                )  # (257, last - first)
+                )  # (n_fft // 2 + 1, last - first)
                 power = spectrum.abs().pow(2.0)
-                log_mel[first:last] = (power.T @ filters).clamp_min(LOG_FLOOR).log10()
+                log_mel[first:last] = (power.T @ filters).clamp_min(LOG_FLOOR).log10()  # (F, 80)
             peak = log_mel.max()
-            log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES).div_(4.0).add_(1.0)
-            return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)
+            log_mel = torch.maximum(log_mel, peak - DYNAMIC_RANGE_DECADES) / 4.0 + 1.0
+            # Frame k of the encoder is [mel_2k ; mel_2k+1] (even frame's bins first).
+            return log_mel.reshape(num_frames, self.frame_stacking * self.feature_size)  # (T, 160)
 
     def __call__(
         self,

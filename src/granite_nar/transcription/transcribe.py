@@ -527,7 +527,7 @@ class _SegmentEditor:
         activity = self._activity(item.wave)
         samples = item.wave if options.reencode_segments else None
         item.wave = None
-        features = self.processor.feature_extractor.extract_long(wave, options.encoder_chunk_seconds)
+        features = self.processor.feature_extractor.extract(wave, options.encoder_chunk_seconds)
         del wave
         plan = SegmentPlan(
             blank=self.blank,
