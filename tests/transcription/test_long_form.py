@@ -223,6 +223,23 @@ def test_concatenated_clips_transcribe_as_the_clips_do(loaded, clips):
 
 
 @needs_espeak
+def test_reencoded_segments_transcribe_as_their_audio_given_as_clips(loaded, clips):
+    model, processor = loaded
+    _, waves = clips
+    recording = _join(waves[:9], [0.7] * 9)
+    options = LongFormOptions(max_segment_seconds=9.0, reencode_segments=True)
+    result = transcribe(
+        recording, model, processor, sampling_rate=16000, return_drafts=True, long_form_options=options
+    )[0]
+    assert len(result.segments) >= 3
+    edges = [round(s.start * 16000) for s in result.segments] + [len(recording)]  # times are rounded to 1 ms
+    pieces = [recording[a:b] for a, b in itertools.pairwise(edges)]
+    assert [round(s.end * 16000) for s in result.segments[:-1]] == edges[1:-1]  # disjoint and contiguous
+    alone = transcribe(pieces, model, processor, sampling_rate=16000, return_drafts=True)
+    assert [(s.text, s.draft) for s in result.segments] == [(r.text, r.draft) for r in alone]
+
+
+@needs_espeak
 def test_continuous_speech_longer_than_a_segment_is_cut_between_words(loaded, clips):
     model, processor = loaded
     sentences, _ = clips

@@ -12,7 +12,7 @@ Utterances do not influence each other inside a batch (docs/reference_behaviour.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import os
 import sys
 import warnings
@@ -261,15 +261,11 @@ def transcribe_iter(
         raise ValueError(f"word_timestamps must be True, False or 'ctc', got {word_timestamps!r}")
     if long_form not in (None, True, False):
         raise ValueError(f"long_form must be None, True or False, got {long_form!r}")
-    options = copy.copy(long_form_options) if long_form_options is not None else LongFormOptions()
-    if max_segment_seconds is not None:
-        options = LongFormOptions(
-            max_segment_seconds=max_segment_seconds,
-            min_segment_seconds=None if long_form_options is None else long_form_options.min_segment_seconds,
-            min_pause_seconds=options.min_pause_seconds,
-            encoder_chunk_seconds=options.encoder_chunk_seconds,
-            encoder_context_blocks=options.encoder_context_blocks,
-            reencode_segments=options.reencode_segments,
+    options = long_form_options if long_form_options is not None else LongFormOptions()
+    if max_segment_seconds is not None:  # a third of it is the shortest segment, unless options say otherwise
+        minimum = None if long_form_options is None else options.min_segment_seconds
+        options = dataclasses.replace(
+            options, max_segment_seconds=max_segment_seconds, min_segment_seconds=minimum
         )
     inputs = _as_input_list(audio_or_paths)
     if not inputs:
@@ -493,32 +489,14 @@ class _SegmentEditor:
     # -- producers ------------------------------------------------------------------------------------
     def add_batch(self, items: list[_Item]) -> list[TranscriptionResult]:
         """Short inputs: one padded encoder batch (as ``generate`` runs it), one segment each."""
-        model, device, dtype = self.model, self.model.device, self.model.dtype
-        rate = self.processor.feature_extractor.sampling_rate  # every input is at this rate by now
-        inputs = self.processor(audio=[it.wave for it in items], sampling_rate=rate, device=device)
-        with torch.no_grad():
-            audio = model.model.encode_audio(
-                inputs["input_features"].to(dtype), inputs["input_features_mask"]
+        clips = []
+        for item in items:
+            recording = _Recording(
+                item, [None], outstanding=1, encoded=True, activity=self._activity(item.wave)
             )
-        pooled = audio.pooled_hidden_states.split(audio.bpe_lengths.tolist())
-        done = []
-        for b, item in enumerate(items):
-            recording = _Recording(item, [None], encoded=True, activity=self._activity(item.wave))
-            item.wave = None  # free the samples as soon as the batch is encoded
-            self.queue.append(
-                _Job(
-                    recording,
-                    0,
-                    0,
-                    int(audio.frame_lengths[b]),
-                    audio.audio_embeds[b, : int(audio.audio_lengths[b])],
-                    audio.draft_ids[b],
-                    pooled[b] if self.word_timestamps else None,
-                )
-            )
-            recording.outstanding = 1
-            done += self._maybe_edit()
-        return done
+            clips.append((recording, 0, 0, item.wave))
+            item.wave = None  # freed once the batch is encoded
+        return self._encode_clips(clips)
 
     def add_recording(self, item: _Item, options: LongFormOptions) -> list[TranscriptionResult]:
         """A long input: features of the whole recording, the encoder in chunks, segments as cuts settle."""
@@ -543,14 +521,12 @@ class _SegmentEditor:
             recording.segments.append(None)
             recording.outstanding += 1
             if samples is not None:  # encoded again on its own, batch_size segments at a time
-                last = (
-                    segment.end_frame * SAMPLES_PER_ENCODER_FRAME >= len(samples) - SAMPLES_PER_ENCODER_FRAME
-                )
                 a = segment.start_frame * SAMPLES_PER_ENCODER_FRAME
+                last = segment.end_frame == features.shape[0]  # the last segment keeps the trailing samples
                 b = len(samples) if last else segment.end_frame * SAMPLES_PER_ENCODER_FRAME
-                pieces.append((len(recording.segments) - 1, segment.start_frame, samples[a:b]))
+                pieces.append((recording, len(recording.segments) - 1, segment.start_frame, samples[a:b]))
                 if len(pieces) == self.batch_size:
-                    done += self._encode_pieces(recording, pieces)
+                    done += self._encode_clips(pieces)
                     pieces = []
                 continue
             self.queue.append(
@@ -566,24 +542,27 @@ class _SegmentEditor:
             )
             done += self._maybe_edit()
         if pieces:
-            done += self._encode_pieces(recording, pieces)
+            done += self._encode_clips(pieces)
         recording.encoded = True
         if recording.outstanding == 0:  # every segment was edited while encoding went on
             done.append(self._finish(recording))
         return done
 
-    def _encode_pieces(self, recording: _Recording, pieces: list) -> list[TranscriptionResult]:
-        """Segments encoded again on their own, as short clips (``reencode_segments``)."""
-        model, device, dtype = self.model, self.model.device, self.model.dtype
-        rate = self.processor.feature_extractor.sampling_rate
-        inputs = self.processor(audio=[w for _, _, w in pieces], sampling_rate=rate, device=device)
+    def _encode_clips(
+        self, clips: list[tuple[_Recording, int, int, torch.Tensor]]
+    ) -> list[TranscriptionResult]:
+        """Waveforms encoded as one padded batch of short clips, queued as segments: each clip is
+        ``(recording, segment index, first encoder frame in the recording, samples)``."""
+        model = self.model
+        rate = self.processor.feature_extractor.sampling_rate  # every input is at this rate by now
+        inputs = self.processor(audio=[wave for *_, wave in clips], sampling_rate=rate, device=model.device)
         with torch.no_grad():
             audio = model.model.encode_audio(
-                inputs["input_features"].to(dtype), inputs["input_features_mask"]
+                inputs["input_features"].to(model.dtype), inputs["input_features_mask"]
             )
         pooled = audio.pooled_hidden_states.split(audio.bpe_lengths.tolist())
         done = []
-        for b, (index, start_frame, _) in enumerate(pieces):
+        for b, (recording, index, start_frame, _) in enumerate(clips):
             self.queue.append(
                 _Job(
                     recording,
