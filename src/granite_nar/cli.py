@@ -191,6 +191,9 @@ def _transcribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+JSONL_NAME = "transcripts.jsonl"  # the jsonl records of a run with --output-dir
+
+
 class _OutputPlan:
     """Where each finished result goes: stdout, or files in --output-dir (written as each input finishes)."""
 
@@ -199,9 +202,10 @@ class _OutputPlan:
 
         self.args = args
         self.formats = expand_formats(args.output)
+        self.per_file = [f for f in self.formats if f != "jsonl"]  # one file per input in --output-dir
         self.directory = args.output_dir
         self.several = len(args.files) > 1
-        documents = [f for f in self.formats if f not in ("txt", "jsonl")]
+        documents = [f for f in self.per_file if f != "txt"]
         if self.directory is None and (args.output == "all" or (documents and self.several)):
             raise _UsageError(
                 f"--output {args.output} writes one document per file: pass --output-dir DIR "
@@ -224,7 +228,7 @@ class _OutputPlan:
             if "jsonl" in self.formats:
                 from .transcription.formats import JsonlWriter
 
-                self.jsonl = JsonlWriter(os.path.join(self.directory, "transcripts.jsonl"), args.drafts)
+                self.jsonl = JsonlWriter(os.path.join(self.directory, JSONL_NAME), args.drafts)
 
     def pending(self, files: list[str]) -> list[str]:
         """The inputs still to do: with --output-dir (and no --overwrite), those without all their outputs."""
@@ -232,15 +236,12 @@ class _OutputPlan:
             return list(files)
         from .transcription.formats import completed_sources, outputs_exist
 
-        per_file = [f for f in self.formats if f != "jsonl"]
-        done_jsonl = (
-            completed_sources(os.path.join(self.directory, "transcripts.jsonl")) if self.jsonl else set()
-        )
+        done_jsonl = completed_sources(self.jsonl.path) if self.jsonl else set()
         todo = []
         for path in files:
-            complete = (not per_file or outputs_exist(self.directory, self.stems[path], per_file)) and (
-                self.jsonl is None or path in done_jsonl
-            )
+            complete = (
+                not self.per_file or outputs_exist(self.directory, self.stems[path], self.per_file)
+            ) and (self.jsonl is None or path in done_jsonl)
             if complete:
                 print(f"granite-nar: {path}: outputs exist in {self.directory}, skipped", file=sys.stderr)
             else:
@@ -248,17 +249,15 @@ class _OutputPlan:
         return todo
 
     def write(self, result) -> None:
-        from .transcription.formats import to_jsonl_record, write_outputs
+        from .transcription.formats import render, to_jsonl_record, write_outputs
 
         args = self.args
         if self.directory is not None:
             if self.jsonl is not None:
                 self.jsonl.write(result)
-            per_file = [f for f in self.formats if f != "jsonl"]
-            if result.error is None and per_file:
-                write_outputs(
-                    result, per_file, self.directory, self.stems[result.source], self.subtitles, args.drafts
-                )
+            if result.error is None and self.per_file:
+                stem = self.stems[result.source]
+                write_outputs(result, self.per_file, self.directory, stem, self.subtitles, args.drafts)
             return
         fmt = self.formats[0]
         if fmt == "jsonl":
@@ -270,14 +269,7 @@ class _OutputPlan:
                 fields.append(f"draft: {result.draft}")
             print("\t".join(fields), flush=True)
         elif result.error is None:
-            from .transcription import formats
-
-            if fmt == "json":
-                text = formats.to_json(result, args.drafts)
-            elif fmt == "tsv":
-                text = formats.to_tsv(result)
-            else:
-                text = getattr(formats, f"to_{fmt}")(result, self.subtitles)
+            text = render(result, fmt, self.subtitles, args.drafts)
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             sys.stdout.flush()
 

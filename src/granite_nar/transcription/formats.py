@@ -41,6 +41,7 @@ __all__ = [
     "expand_formats",
     "format_timestamp",
     "outputs_exist",
+    "render",
     "subtitle_cues",
     "to_json",
     "to_jsonl_record",
@@ -476,9 +477,13 @@ def to_jsonl_record(result: TranscriptionResult, include_draft: bool = False) ->
     return json.dumps(record, ensure_ascii=False)
 
 
-def _render(
-    result: TranscriptionResult, fmt: str, options: SubtitleOptions | None, include_draft: bool
+def render(
+    result: TranscriptionResult,
+    fmt: str,
+    options: SubtitleOptions | None = None,
+    include_draft: bool = False,
 ) -> str:
+    """``result`` as a document in one per-file format (txt, json, srt, vtt or tsv)."""
     if fmt == "txt":
         return to_txt(result)
     if fmt == "json":
@@ -545,7 +550,7 @@ def write_outputs(
     _check_ok(result)
     _check_stem(stem)
     chosen = _file_formats(formats)
-    rendered = {fmt: _render(result, fmt, options, include_draft) for fmt in chosen}
+    rendered = {fmt: render(result, fmt, options, include_draft) for fmt in chosen}
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
