@@ -23,14 +23,13 @@ exactly what it built before (the same class, the same arguments) for every othe
 from __future__ import annotations
 
 import importlib
-import os
 from numbers import Number
 from typing import Any
 
 import torch
 from transformers import Pipeline
 
-from ..audio.inputs import is_array_input, missing_rate_error, prepare_waveform
+from ..audio.inputs import is_array_input, is_file_input, missing_rate_error, prepare_waveform
 from ..audio.processing_granite_speech_nar import clean_transcript
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 
@@ -90,10 +89,10 @@ class GraniteSpeechNarPipeline(Pipeline):
         from ..audio.processing_granite_speech_nar import GraniteSpeechNarProcessor
         from .transcribe import transcribe
 
-        single = not isinstance(inputs, (list, tuple)) or all(isinstance(x, Number) for x in inputs)
+        values, batch = _as_batch(inputs)
         processor = GraniteSpeechNarProcessor(self.feature_extractor, self.tokenizer)
         results = transcribe(
-            [inputs] if single else list(inputs),
+            values,
             model=self.model,
             processor=processor,
             batch_size=kwargs.get("batch_size") or 8,
@@ -116,7 +115,7 @@ class GraniteSpeechNarPipeline(Pipeline):
                     {"text": s.text, "timestamp": (s.start, s.end)} for s in result.segments if s.text
                 ]
             outputs.append(output)
-        return outputs[0] if single else outputs
+        return outputs if batch else outputs[0]
 
     def _sanitize_parameters(
         self, num_editing_steps=None, return_drafts=None, sampling_rate=None, allow_truncated=None, **kwargs
@@ -181,14 +180,9 @@ def _any_longer(inputs: Any, seconds: float, sampling_rate: int | None) -> bool:
     unreadable inputs count as short: the usual path then reports them)."""
     from ..audio.io import audio_info
 
-    values = (
-        inputs
-        if isinstance(inputs, (list, tuple)) and not all(isinstance(x, Number) for x in inputs)
-        else [inputs]
-    )
-    for value in values:
+    for value in _as_batch(inputs)[0]:
         try:
-            if isinstance(value, (str, os.PathLike)):
+            if is_file_input(value):
                 info = audio_info(value)
                 length = info.frames / info.sampling_rate
             elif isinstance(value, dict):
@@ -205,14 +199,18 @@ def _any_longer(inputs: Any, seconds: float, sampling_rate: int | None) -> bool:
     return False
 
 
+def _as_batch(inputs: Any) -> tuple[list, bool]:
+    """The inputs as a list, and whether they were a batch (a flat list of numbers is one waveform)."""
+    if isinstance(inputs, (list, tuple)) and not all(isinstance(x, Number) for x in inputs):
+        return list(inputs), True
+    return [inputs], False
+
+
 def _refuse_bare_arrays(inputs: Any, target_rate: int) -> None:
     """Refuse a bare waveform (or a list holding one) before any work, naming ``audio[index]``."""
-    if isinstance(inputs, (list, tuple)) and not all(isinstance(x, Number) for x in inputs):
-        for index, value in enumerate(inputs):  # a batch
-            if is_array_input(value):
-                raise missing_rate_error(index, target_rate)
-    elif is_array_input(inputs):
-        raise missing_rate_error(0, target_rate)
+    for index, value in enumerate(_as_batch(inputs)[0]):
+        if is_array_input(value):
+            raise missing_rate_error(index, target_rate)
 
 
 def _pad_ids(rows: list[torch.Tensor]) -> torch.Tensor:
