@@ -258,6 +258,12 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding):
         self.language_model.embed_tokens = value
 
+    @torch.no_grad()
+    def bpe_argmax(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(W, hidden)`` pooled windows → ``(W,)`` the BPE head's best id per window, computed
+        ``_BPE_ARGMAX_CHUNK`` rows at a time so that the ``(W, V)`` logits never exist at once."""
+        return torch.cat([self.out_bpe(rows).argmax(-1) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
+
     # -- audio side: run once per batch ------------------------------------------------------------
     def encode_audio(
         self,
@@ -286,9 +292,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
             bpe_logits = self.out_bpe(pooled)  # (Σ W_b, V)
             draft_ids = ctc_greedy_decode(bpe_logits, bpe_lengths.tolist(), blank)
         else:
-            with torch.no_grad():
-                best = torch.cat([self.out_bpe(rows).argmax(-1) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
-            draft_ids = ctc_collapse(best, bpe_lengths.tolist(), blank)
+            draft_ids = ctc_collapse(self.bpe_argmax(pooled), bpe_lengths.tolist(), blank)
 
         audio_embeds, audio_lengths = project_audio(
             self.projector,

@@ -34,9 +34,6 @@ from ..model.modeling_audio import project_audio
 
 __all__ = ["LongFormOptions", "SegmentPlan", "encoder_context_blocks", "find_cut", "plan_segments"]
 
-# Rows of BPE logits computed at once when only their argmax is needed.
-_ARGMAX_CHUNK = 2048
-
 
 @dataclass
 class LongFormOptions:
@@ -216,9 +213,7 @@ def encode_long(
         pooled = out.pooled_hidden_states[
             0, (first - lo) // window : (first - lo) // window + w_last - w_first
         ]
-        with torch.no_grad():
-            best = torch.cat([base.out_bpe(rows).argmax(-1) for rows in pooled.split(_ARGMAX_CHUNK)])
-        labels[w_first:w_last] = best.cpu().numpy()
+        labels[w_first:w_last] = base.bpe_argmax(pooled).cpu().numpy()
         kept_proj.append(proj)
         if keep_pooled:
             kept_pooled.append(pooled)

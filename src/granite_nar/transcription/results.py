@@ -35,9 +35,6 @@ class Word:
     end: float
     confidence: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class Segment:
@@ -58,9 +55,6 @@ class Segment:
     text: str
     draft: str | None = None
     words: list[Word] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ..lengths import (
     SAMPLES_PER_ENCODER_FRAME,
     SAMPLING_RATE,
     min_samples_for_audio_token,
+    num_encoder_frames,
 )
 from ..model.ctc import ctc_collapse, ctc_collapse_with_scores
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
@@ -620,7 +621,7 @@ class _SegmentEditor:
             recording = job.recording
             duration = recording.item.num_samples / SAMPLING_RATE
             start = job.start_frame * ENCODER_FRAME_SECONDS
-            frames = recording.item.num_samples // SAMPLES_PER_ENCODER_FRAME
+            frames = num_encoder_frames(recording.item.num_samples)
             end = duration if job.end_frame >= frames else job.end_frame * ENCODER_FRAME_SECONDS
             segment = Segment(
                 job.index,
