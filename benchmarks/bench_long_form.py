@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from granite_nar import GraniteSpeechNarForCTC, GraniteSpeechNarProcessor, transcribe
+from granite_nar import GraniteSpeechNarConfig, GraniteSpeechNarForCTC, GraniteSpeechNarProcessor, transcribe
 
 
 def _audio(seconds: float, seed: int) -> np.ndarray:
@@ -72,21 +72,18 @@ class _PeakRss:
         return (self.peak - self.base) / 2**30
 
 
-def _model(config: str, dtype: torch.dtype):
-    if config == "tiny":
-        folder = os.path.join(os.path.dirname(__file__), "..", "examples", "models", "tiny-synth")
-        return GraniteSpeechNarForCTC.from_pretrained(folder).to(
-            dtype
-        ).eval(), GraniteSpeechNarProcessor.from_pretrained(folder)
-    from granite_nar import GraniteSpeechNarConfig
+TINY = os.path.join(os.path.dirname(__file__), "..", "examples", "models", "tiny-synth")
 
-    folder = os.path.join(os.path.dirname(__file__), "..", "examples", "models", "tiny-synth")
-    processor = GraniteSpeechNarProcessor.from_pretrained(folder)
-    config = GraniteSpeechNarConfig()
-    with torch.device("cpu"):
-        model = GraniteSpeechNarForCTC(config).to(dtype).eval()
-    # The tiny tokenizer knows fewer ids than the full vocabulary; decoding skips what it does not know.
-    return model, processor
+
+def _model(config: str, dtype: torch.dtype):
+    """The shipped tiny model, or the released architecture with random weights; the tiny model's
+    processor either way (decoding skips ids its tokenizer does not know)."""
+    processor = GraniteSpeechNarProcessor.from_pretrained(TINY)
+    if config == "tiny":
+        model = GraniteSpeechNarForCTC.from_pretrained(TINY)
+    else:
+        model = GraniteSpeechNarForCTC(GraniteSpeechNarConfig())
+    return model.to(dtype).eval(), processor
 
 
 def main(argv=None) -> int:
