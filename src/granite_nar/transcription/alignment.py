@@ -226,9 +226,11 @@ def _match(
 ) -> tuple[float, list[list[tuple[float, float]]] | None]:
     """The ordered matching of stretches to anchored words: its cost and each word's stretches (``None``
     when dropping every stretch is cheapest)."""
+    # An anchor in a gap counts for the stretch nearest to it (a spike just before or after the sound).
+    nearest = [min(regions, key=lambda r: max(r[0] - a, a - r[1], 0.0)) for a in anchors]
     pieces: list[tuple[float, float]] = []
     for start, end in regions:
-        inside = [a for a in anchors if start <= a <= end]
+        inside = [min(max(a, start), end) for a, r in zip(anchors, nearest, strict=True) if r == (start, end)]
         cuts = [(a + b) / 2 for a, b in zip(inside, inside[1:], strict=False)]
         edges = [start, *cuts, end]
         pieces += list(zip(edges, edges[1:], strict=False))
