@@ -47,6 +47,9 @@ class Segment:
         text: the edited transcript of the segment.
         draft: the encoder's CTC draft of the segment (when drafts were asked for).
         words: the segment's words with times and confidences (with ``word_timestamps=True``).
+        tokens: the token ids of ``text`` as the editor emitted them (with ``return_token_scores=True``).
+        token_confidences: each token's confidence, as for :attr:`Word.confidence` (with
+            ``return_token_scores=True``); a word's confidence is the smallest of its tokens' values.
     """
 
     id: int
@@ -55,6 +58,8 @@ class Segment:
     text: str
     draft: str | None = None
     words: list[Word] | None = None
+    tokens: list[int] | None = None
+    token_confidences: list[float] | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class _Item:
     num_samples: int  # at 16 kHz; from the header for files
     path: str | None = None  # read when its batch comes up
     wave: torch.Tensor | None = None  # (N,) float32, validated
+    word_timestamps: bool | None = None  # None: the editor's setting
+    token_scores: bool | None = None  # None: the editor's setting
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -146,6 +149,7 @@ def transcribe(
     long_form: bool | None = None,
     max_segment_seconds: float | None = None,
     long_form_options: LongFormOptions | None = None,
+    return_token_scores: bool = False,
 ) -> list[str] | list[TranscriptionResult]:
     """Transcribe audio files and/or waveforms of any length.
 
@@ -186,11 +190,14 @@ def transcribe(
             utterance, however long (the editor degrades past a few minutes).
         max_segment_seconds: the longest segment; shorthand for ``long_form_options.max_segment_seconds``.
         long_form_options: every setting of the long-form path (:class:`LongFormOptions`).
+        return_token_scores: fill each segment's :attr:`Segment.tokens` (the final token ids) and
+            :attr:`Segment.token_confidences`.
 
     Returns:
         One entry per input, in input order (a list even for a single input): the transcripts as strings,
         or :class:`TranscriptionResult` objects (with segments, times and words) when
-        ``return_drafts=True``, ``word_timestamps=True`` or ``on_error="skip"``.
+        ``return_drafts=True``, ``word_timestamps=True``, ``return_token_scores=True`` or
+        ``on_error="skip"``.
 
     Raises:
         InvalidAudioError: (with ``on_error="raise"``) a bad input; :class:`~granite_nar.audio.AudioLoadError`,
@@ -201,7 +208,7 @@ def transcribe(
     result's ``warning``): it has encoder frames but no audio token for the editor. Under 320 samples
     (one encoder frame) is an error. :func:`transcribe_iter` yields each result as soon as it is done.
     """
-    want_results = return_drafts or word_timestamps or on_error == "skip"
+    want_results = return_drafts or word_timestamps or return_token_scores or on_error == "skip"
     results = sorted(
         transcribe_iter(
             audio_or_paths,
@@ -221,6 +228,7 @@ def transcribe(
             long_form=long_form,
             max_segment_seconds=max_segment_seconds,
             long_form_options=long_form_options,
+            return_token_scores=return_token_scores,
         ),
         key=lambda r: r.index,
     )
@@ -245,6 +253,7 @@ def transcribe_iter(
     long_form: bool | None = None,
     max_segment_seconds: float | None = None,
     long_form_options: LongFormOptions | None = None,
+    return_token_scores: bool = False,
 ) -> Iterator[TranscriptionResult]:
     """:func:`transcribe`, yielding each input's :class:`TranscriptionResult` as soon as it is finished.
 
@@ -295,7 +304,9 @@ def transcribe_iter(
     show = progress if progress is not None else (len(pending) > batch_size and sys.stderr.isatty())
     from tqdm.auto import tqdm
 
-    editor = _SegmentEditor(model, processor, num_editing_steps, return_drafts, word_timestamps, batch_size)
+    editor = _SegmentEditor(
+        model, processor, num_editing_steps, return_drafts, word_timestamps, batch_size, return_token_scores
+    )
     load = partial(
         _load, target_rate=target_rate, resample=resample, allow_truncated=allow_truncated, shortest=shortest
     )
@@ -446,6 +457,8 @@ class _Recording:
 
     item: _Item
     segments: list[Segment | None]
+    word_timestamps: bool
+    token_scores: bool
     outstanding: int = 0
     encoded: bool = False
     activity: list[tuple[float, float]] | None = None  # stretches of sound, seconds (word timestamps)
@@ -460,12 +473,19 @@ class _Job:
     audio_embeds: torch.Tensor  # (A, D)
     draft_ids: torch.Tensor  # (n,)
     pooled: torch.Tensor | None  # (W, hidden), for word timestamps
+    queued_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class _SegmentEditor:
     """The edit queue shared by every input: segments of long recordings and whole short clips alike are
     edited ``batch_size`` at a time in one packed editor pass; a recording's result is released when its
-    last segment is done."""
+    last segment is done.
+
+    Word timestamps and token scores are decided per input (``_Item.word_timestamps`` /
+    ``_Item.token_scores``, the editor's settings when ``None``), so one editor serves requests that want
+    different outputs. ``observer(stage, size)``, when given, hears the size of every encoder batch
+    (``"encoder"``) and editor pass (``"editor"``).
+    """
 
     def __init__(
         self,
@@ -473,12 +493,15 @@ class _SegmentEditor:
         processor: GraniteSpeechNarProcessor,
         num_editing_steps: int,
         return_drafts: bool,
-        word_timestamps: bool,
+        word_timestamps: bool | Literal["ctc"],
         batch_size: int,
+        token_scores: bool = False,
+        observer: Callable[[str, int], None] | None = None,
     ):
         self.model, self.processor = model, processor
         self.steps, self.return_drafts = num_editing_steps, return_drafts
         self.word_timestamps, self.batch_size = bool(word_timestamps), batch_size
+        self.token_scores, self.observer = token_scores, observer
         # word_timestamps="ctc": times from the forced alignment alone, not moved onto the sound.
         self.refine_word_times = word_timestamps != "ctc"
         self.blank = model.config.blank_token_id
@@ -492,18 +515,21 @@ class _SegmentEditor:
         """Short inputs: one padded encoder batch (as ``generate`` runs it), one segment each."""
         clips = []
         for item in items:
-            recording = _Recording(
-                item, [None], outstanding=1, encoded=True, activity=self._activity(item.wave)
-            )
+            recording = self._recording(item, [None], outstanding=1, encoded=True)
             clips.append((recording, 0, 0, item.wave))
             item.wave = None  # freed once the batch is encoded
         return self._encode_clips(clips)
 
     def add_recording(self, item: _Item, options: LongFormOptions) -> list[TranscriptionResult]:
         """A long input: features of the whole recording, the encoder in chunks, segments as cuts settle."""
+        return [result for step in self.recording_steps(item, options) for result in step]
+
+    def recording_steps(self, item: _Item, options: LongFormOptions) -> Iterator[list[TranscriptionResult]]:
+        """:meth:`add_recording` one segment at a time: each step encodes up to the next cut, queues that
+        segment and yields the results it finished (a server interleaves other work between steps)."""
         model = self.model
         wave = item.wave.to(model.device)
-        activity = self._activity(item.wave)
+        recording = self._recording(item, [])
         samples = item.wave if options.reencode_segments else None
         item.wave = None
         features = self.processor.feature_extractor.extract(wave, options.encoder_chunk_seconds)
@@ -515,10 +541,10 @@ class _SegmentEditor:
             min_windows=max(1, int(options.min_segment_seconds / self.window_seconds)),
             min_pause_windows=max(1, round(options.min_pause_seconds / self.window_seconds)),
         )
-        recording = _Recording(item, [], activity=activity)
-        done = []
         pieces = []
-        for segment in encode_long(model, features.to(model.dtype), options, plan, self.word_timestamps):
+        keep_pooled = recording.word_timestamps or recording.token_scores
+        for segment in encode_long(model, features.to(model.dtype), options, plan, keep_pooled):
+            done = []
             recording.segments.append(None)
             recording.outstanding += 1
             if samples is not None:  # encoded again on its own, batch_size segments at a time
@@ -529,6 +555,7 @@ class _SegmentEditor:
                 if len(pieces) == self.batch_size:
                     done += self._encode_clips(pieces)
                     pieces = []
+                yield done
                 continue
             self.queue.append(
                 _Job(
@@ -542,12 +569,19 @@ class _SegmentEditor:
                 )
             )
             done += self._maybe_edit()
-        if pieces:
-            done += self._encode_clips(pieces)
+            yield done
+        done = self._encode_clips(pieces) if pieces else []
         recording.encoded = True
         if recording.outstanding == 0:  # every segment was edited while encoding went on
             done.append(self._finish(recording))
-        return done
+        yield done
+
+    def _recording(self, item: _Item, segments: list[Segment | None], **state: Any) -> _Recording:
+        words = self.word_timestamps if item.word_timestamps is None else item.word_timestamps
+        scores = self.token_scores if item.token_scores is None else item.token_scores
+        recording = _Recording(item, segments, bool(words), bool(scores), **state)
+        recording.activity = self._activity(item.wave) if recording.word_timestamps else None
+        return recording
 
     def _encode_clips(
         self, clips: list[tuple[_Recording, int, int, torch.Tensor]]
@@ -557,6 +591,8 @@ class _SegmentEditor:
         model = self.model
         rate = self.processor.feature_extractor.sampling_rate  # every input is at this rate by now
         inputs = self.processor(audio=[wave for *_, wave in clips], sampling_rate=rate, device=model.device)
+        if self.observer is not None:
+            self.observer("encoder", len(clips))
         with torch.no_grad():
             audio = model.model.encode_audio(
                 inputs["input_features"].to(model.dtype), inputs["input_features_mask"]
@@ -572,14 +608,14 @@ class _SegmentEditor:
                     start_frame + int(audio.frame_lengths[b]),
                     audio.audio_embeds[b, : int(audio.audio_lengths[b])],
                     audio.draft_ids[b],
-                    pooled[b] if self.word_timestamps else None,
+                    pooled[b] if recording.word_timestamps or recording.token_scores else None,
                 )
             )
             done += self._maybe_edit()
         return done
 
     def _activity(self, wave: torch.Tensor) -> list[tuple[float, float]] | None:
-        if not (self.word_timestamps and self.refine_word_times):
+        if not self.refine_word_times:
             return None
         regions = speech_activity(wave, SAMPLES_PER_ENCODER_FRAME)
         return [(a * ENCODER_FRAME_SECONDS, b * ENCODER_FRAME_SECONDS) for a, b in regions]
@@ -590,6 +626,14 @@ class _SegmentEditor:
             done += self._edit(self.queue[: self.batch_size])
             self.queue = self.queue[self.batch_size :]
         return done
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest queued segment has waited for an editor pass (0 when none waits)."""
+        return time.monotonic() - self.queue[0].queued_at if self.queue else 0.0
+
+    def discard(self, keep: Callable[[_Item], bool]) -> None:
+        """Drop the queued segments of the inputs ``keep`` rejects (their callers went away)."""
+        self.queue = [job for job in self.queue if keep(job.recording.item)]
 
     def _maybe_edit(self) -> list[TranscriptionResult]:
         if len(self.queue) < self.batch_size:
@@ -603,13 +647,16 @@ class _SegmentEditor:
         audio = [job.audio_embeds for job in jobs]
         hypotheses = [job.draft_ids for job in jobs]
         confidences = None
+        scored = any(job.recording.word_timestamps or job.recording.token_scores for job in jobs)
+        if self.observer is not None:
+            self.observer("editor", len(jobs))
         with torch.no_grad():
             for step in range(self.steps):
                 out = model.model.edit(audio, None, hypotheses)
                 logits = model.slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
                 lengths = out.seq_lengths.tolist()
                 best = logits.argmax(-1)
-                if step == self.steps - 1 and self.word_timestamps:
+                if step == self.steps - 1 and scored:
                     probs = logits.float().softmax(-1).gather(-1, best[:, None])[:, 0]
                     hypotheses, confidences = ctc_collapse_with_scores(best, probs, lengths, self.blank)
                 else:
@@ -630,19 +677,27 @@ class _SegmentEditor:
                 texts[position],
                 drafts[position] if drafts is not None else None,
             )
-            if self.word_timestamps:
+            if recording.word_timestamps or recording.token_scores:
+                tokens = hypotheses[position]
                 scores = None if confidences is None else confidences[position]
-                segment.words = self._words(hypotheses[position], scores, job, start, segment.end)
+                spans = self._align(tokens, job)
+                if scores is None:  # no editing pass: the BPE head's probability of the token in its windows
+                    scores = self._draft_scores(tokens, spans, job)
+                if recording.token_scores:
+                    segment.tokens = tokens.tolist()
+                    segment.token_confidences = [float(c) for c in scores]
+                if recording.word_timestamps:
+                    segment.words = self._words(tokens, spans, scores, job, start, segment.end)
             recording.segments[job.index] = segment
             recording.outstanding -= 1
             if recording.encoded and recording.outstanding == 0:
                 done.append(self._finish(recording))
         return done
 
-    def _words(
-        self, tokens: torch.Tensor, confidences: torch.Tensor | None, job: _Job, offset: float, end: float
-    ) -> list[Word]:
-        """Forced alignment of the final tokens against the segment's BPE scores (see alignment.py)."""
+    @torch.no_grad()
+    def _align(self, tokens: torch.Tensor, job: _Job) -> list[tuple[int, int]]:
+        """Forced alignment of the final tokens against the segment's BPE scores (see alignment.py): the
+        windows ``[a, b)`` of each token."""
         if tokens.numel() == 0:
             return []
         head = self.model.model.out_bpe
@@ -659,14 +714,31 @@ class _SegmentEditor:
                 (i * windows // count, max((i + 1) * windows // count, i * windows // count + 1))
                 for i in range(count)
             ]
-        if confidences is None:  # no editing pass: the BPE head's probability of the token in its windows
-            log_probs = torch.cat([head(rows).float().log_softmax(-1) for rows in job.pooled.split(256)])
-            confidences = torch.tensor(
-                [
-                    float(log_probs[a:b, t].max().exp())
-                    for (a, b), t in zip(spans, tokens.tolist(), strict=True)
-                ]
-            )
+        return spans
+
+    @torch.no_grad()
+    def _draft_scores(self, tokens: torch.Tensor, spans: list[tuple[int, int]], job: _Job) -> torch.Tensor:
+        """The BPE head's probability of each token in its aligned windows (the largest there)."""
+        if tokens.numel() == 0:
+            return torch.zeros(0)
+        head = self.model.model.out_bpe
+        log_probs = torch.cat([head(rows).float().log_softmax(-1) for rows in job.pooled.split(256)])
+        return torch.tensor(
+            [float(log_probs[a:b, t].max().exp()) for (a, b), t in zip(spans, tokens.tolist(), strict=True)]
+        )
+
+    def _words(
+        self,
+        tokens: torch.Tensor,
+        spans: list[tuple[int, int]],
+        confidences: torch.Tensor,
+        job: _Job,
+        offset: float,
+        end: float,
+    ) -> list[Word]:
+        """The final tokens grouped into words at their aligned times, moved onto the sound."""
+        if tokens.numel() == 0:
+            return []
         words = group_words(
             tokens.tolist(),
             spans,
