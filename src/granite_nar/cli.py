@@ -294,11 +294,58 @@ def _stems(files: list[str]) -> dict[str, str]:
     return stems
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """``granite-nar serve``: settings from the options, then uvicorn until interrupted."""
+    from granite_nar.serving import missing_dependency
+
+    problem = missing_dependency()
+    if problem is not None:
+        raise _UsageError(problem)
+    from granite_nar.serving import ServerSettings, run_server
+    from granite_nar.serving.settings import API_KEY_ENV
+
+    try:
+        settings = ServerSettings(
+            model=args.model,
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
+            served_model_names=args.served_model_name or [],
+            languages=args.languages.split(","),
+            max_batch_size=args.max_batch_size,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+            max_batch_seconds=args.max_batch_seconds,
+            max_queue=args.max_queue,
+            max_upload_mb=args.max_upload_mb,
+            max_audio_seconds=args.max_audio_seconds,
+            request_timeout_s=args.request_timeout,
+            device=args.device,
+            dtype=args.dtype,
+            threads=args.threads,
+            num_editing_steps=args.editing_steps,
+            max_segment_seconds=args.max_segment_seconds,
+        )
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"granite-nar: warning: listening on {settings.host} without an API key: anyone who can reach "
+            f"this port can use the model; set --api-key or {API_KEY_ENV}",
+            file=sys.stderr,
+        )
+    error = run_server(settings, log_level=args.log_level)
+    if error is not None:
+        raise _UsageError(error)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a command parsed by :func:`granite_nar_cli.build_parser`; returns the exit status."""
     restore = _quiet_libraries()
     restore_threads = _set_threads(getattr(args, "threads", None))
     try:
+        if args.command == "serve":
+            return _serve(args)
         return _transcribe(args)
     except _UsageError as err:
         _error(str(err))

@@ -175,7 +175,112 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub) -> None:
+    sv = sub.add_parser(
+        "serve",
+        help="serve the model behind the OpenAI audio transcription API",
+        description="Serve the model over HTTP: POST /v1/audio/transcriptions (OpenAI-compatible), GET "
+        "/v1/models, /health, /ready and /metrics. Requests are packed into shared batches by one model "
+        "worker. Needs the serve extra: pip install 'granite_nar[serve]'. See docs/serving.md.",
+    )
+    sv.add_argument("--model", "-m", required=True, help="model folder (native or original layout) or Hub id")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (8000)")
+    sv.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health and /ready "
+        "(default: the GRANITE_NAR_API_KEY environment variable; none: no key is checked)",
+    )
+    sv.add_argument(
+        "--served-model-name",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="the model names requests may give (default: the model folder's name)",
+    )
+    sv.add_argument(
+        "--languages",
+        default="en",
+        metavar="CODES",
+        help="comma-separated language codes a request's 'language' may name (en); the model is not told "
+        "the language, so other codes are refused",
+    )
+    sv.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="clips per encoder batch and segments per editor pass (16; 1 turns batching off)",
+    )
+    sv.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=20.0,
+        metavar="MS",
+        help="how long a request may wait for others to share its batch (20)",
+    )
+    sv.add_argument(
+        "--max-batch-seconds",
+        type=_positive_float,
+        default=480.0,
+        metavar="S",
+        help="audio per encoder batch of short clips (480)",
+    )
+    sv.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="unfinished requests held; more get 503 with Retry-After (64)",
+    )
+    sv.add_argument(
+        "--max-upload-mb", type=_positive_float, default=25.0, metavar="MB", help="largest upload (25)"
+    )
+    sv.add_argument(
+        "--max-audio-seconds",
+        type=_positive_float,
+        default=3600.0,
+        metavar="S",
+        help="longest audio per request (3600)",
+    )
+    sv.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=600.0,
+        metavar="S",
+        help="a request not done by then gets 504 and its work is dropped (600)",
+    )
+    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    sv.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
+    )
+    sv.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch")
+    sv.add_argument(
+        "--num-editing-steps",
+        "--editing-steps",
+        dest="editing_steps",
+        type=_non_negative_int,
+        default=1,
+        help="editing passes over the CTC draft (1)",
+    )
+    sv.add_argument(
+        "--max-segment-seconds",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="longer uploads are cut at pauses into segments of at most S seconds (30)",
+    )
+    sv.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="(info)",
+    )
 
 
 def no_such_folder(ref: str) -> str:
@@ -211,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error (or --help / --version) already
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    problem = model_problem(args.model) if args.command == "transcribe" else None
+    problem = model_problem(args.model) if args.command in ("transcribe", "serve") else None
     if problem is not None:
         print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE

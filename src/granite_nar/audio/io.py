@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -150,7 +151,8 @@ def _reason(name: str, err: Exception | str) -> str:
     """libsndfile's own words ("Format not recognised", "Unspecified internal error"), without the path."""
     text = str(err).strip()
     reason = text.splitlines()[-1] if text else type(err).__name__
-    return reason.removeprefix(f"Error opening {name!r}: ")
+    reason = reason.removeprefix(f"Error opening {name!r}: ")
+    return re.sub(r"^Error opening <[^>]*>: ", "", reason)  # a file object (bytes in memory)
 
 
 def _unreadable(name: str, err: Exception | str) -> AudioLoadError:
