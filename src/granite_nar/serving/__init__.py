@@ -12,6 +12,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, prometheus-client
 from __future__ import annotations
 
 import importlib.util
+import signal
 
 __all__ = ["BatchEngine", "ServerSettings", "create_app", "missing_dependency", "run_server"]
 
@@ -63,5 +64,23 @@ def run_server(settings: ServerSettings, log_level: str = "info") -> str | None:
             server.should_exit = True
 
     threading.Thread(target=stop_if_load_fails, daemon=True).start()
-    server.run()
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again: after a graceful
+    # stop, that is a normal end, not a crash.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stopped) if in_main else None
+    try:
+        server.run()
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return engine.load_error
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised again by uvicorn after its graceful shutdown."""
+
+
+def _stopped(signum, frame) -> None:
+    raise _Stopped

@@ -194,12 +194,16 @@ class BatchEngine:
         word_timestamps: bool = False,
         token_scores: bool = False,
     ) -> Future:
-        """Queue one validated 16 kHz waveform; the future's result is its :class:`TranscriptionResult`.
+        """Queue one validated mono 16 kHz waveform (1-D tensor or array); the future's result is its
+        :class:`TranscriptionResult`.
 
         Raises:
             QueueFullError: ``max_queue`` requests are unfinished already.
             EngineStoppedError: the engine is stopping, or its model failed to load.
         """
+        wave = torch.as_tensor(wave, dtype=torch.float32).cpu()
+        if wave.dim() != 1 or wave.shape[0] == 0:
+            raise ValueError(f"expected a 1-D waveform at 16 kHz with samples, got shape {tuple(wave.shape)}")
         future: Future = Future()
         with self._lock:
             if self._stopping or self.load_error is not None:
