@@ -93,7 +93,6 @@ class ApiError(Exception):
 def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> FastAPI:
     """The FastAPI application. Without ``engine``, one is made that loads ``settings.model`` (on
     ``settings.device`` / ``settings.dtype``) on its worker thread when the app starts."""
-    metrics_holder: dict[str, ServerMetrics] = {}
     if engine is None:
         engine = BatchEngine(
             lambda: load_model(settings.model, device=settings.device, dtype=settings.dtype),
@@ -103,14 +102,13 @@ def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> F
             max_queue=settings.max_queue,
             num_editing_steps=settings.num_editing_steps,
             long_form_options=LongFormOptions(max_segment_seconds=settings.max_segment_seconds),
-            observer=lambda stage, size: metrics_holder["m"].observe_batch(stage, size),
         )
     metrics = ServerMetrics(
         queue_depth=lambda: engine.queue_depth,
         in_flight=lambda: engine.in_flight,
         ready=lambda: float(engine.ready),
     )
-    metrics_holder["m"] = metrics
+    engine.add_observer(metrics.observe_batch)
     latencies: list[float] = []  # the last answered requests' latencies, for Retry-After
 
     @asynccontextmanager

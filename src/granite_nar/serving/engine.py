@@ -95,7 +95,7 @@ class BatchEngine:
         num_editing_steps: editing passes over each CTC draft.
         long_form_options: how long uploads are cut into segments (:class:`LongFormOptions`).
         observer: ``observer(stage, size)`` hears the size of every ``"encoder"`` batch and ``"editor"``
-            pass (the server's metrics).
+            pass; :meth:`add_observer` adds more (the server's metrics).
     """
 
     def __init__(
@@ -127,7 +127,7 @@ class BatchEngine:
         self.max_queue = max_queue
         self.num_editing_steps = num_editing_steps
         self.options = long_form_options if long_form_options is not None else LongFormOptions()
-        self.observer = observer
+        self._observers = [observer] if observer is not None else []
         self.load_error: str | None = None
         self._ready = threading.Event()
         self._lock = threading.Condition()
@@ -155,6 +155,14 @@ class BatchEngine:
     def in_flight(self) -> int:
         """Requests admitted and not finished (waiting or being transcribed)."""
         return len(self._requests)
+
+    def add_observer(self, observer: Callable[[str, int], None]) -> None:
+        """Also call ``observer(stage, size)`` for every encoder batch and editor pass."""
+        self._observers.append(observer)
+
+    def _observe(self, stage: str, size: int) -> None:
+        for observer in self._observers:
+            observer(stage, size)
 
     def decode(self, token_ids: list[int]) -> str:
         """The text of token ids, with the served model's tokenizer."""
@@ -260,7 +268,7 @@ class BatchEngine:
             return_drafts=False,
             word_timestamps=False,
             batch_size=self.max_batch_size,
-            observer=self.observer,
+            observer=self._observe,
         )
 
     def _busy(self) -> bool:
