@@ -107,6 +107,9 @@ def test_module_imports_have_no_cycle():
         ("granite_nar.checkpoints.original_layout", "granite_nar.model"),
         ("granite_nar.checkpoints.loading", "granite_nar.model.modeling_granite_speech_nar"),
         ("granite_nar.model.modeling_granite_speech_ar", "granite_nar.model.modeling_granite_speech_nar"),
+        # The server sits on top; importing the package must not need the serve extra.
+        ("granite_nar", "granite_nar.serving"),
+        ("granite_nar.transcription.transcribe", "granite_nar.serving"),
     ],
 )
 def test_layers_point_one_way(module, forbidden):
