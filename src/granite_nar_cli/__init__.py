@@ -185,7 +185,7 @@ def _add_serve_parser(sub) -> None:
         help="serve the model behind the OpenAI audio transcription API",
         description="Serve the model over HTTP: POST /v1/audio/transcriptions (OpenAI-compatible), GET "
         "/v1/models, /health, /ready and /metrics. Requests are packed into shared batches by one model "
-        "worker. Needs the serve extra: pip install 'granite_nar[serve]'. See docs/serving.md.",
+        "worker. Needs the serve extra (from a clone: pip install -e '.[serve]'). See docs/serving.md.",
     )
     sv.add_argument("--model", "-m", required=True, help="model folder (native or original layout) or Hub id")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")

@@ -76,3 +76,21 @@ def test_serve_reports_a_model_that_cannot_load(tmp_path):
     )
     assert proc.returncode == 2
     assert "the model could not be loaded" in proc.stderr
+
+
+def test_a_missing_serve_dependency_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    import granite_nar.serving as serving
+    from granite_nar_cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "multipart" else real(name, *a)
+    )
+    assert serving.missing_dependency() == (
+        "the server needs python-multipart: pip install python-multipart (or, from a clone, the serve extra: "
+        "pip install -e '.[serve]')"
+    )
+    assert main(["serve", "--model", str(MODEL)]) == 2
+    assert "pip install python-multipart" in capsys.readouterr().err

@@ -29,7 +29,10 @@ def missing_dependency() -> str | None:
     missing = [dist for module, dist in _NEEDED.items() if importlib.util.find_spec(module) is None]
     if not missing:
         return None
-    return f"the server needs {', '.join(missing)}: pip install 'granite_nar[serve]'"
+    return (
+        f"the server needs {', '.join(missing)}: pip install {' '.join(missing)} (or, from a clone, the "
+        "serve extra: pip install -e '.[serve]')"
+    )
 
 
 _problem = missing_dependency()
