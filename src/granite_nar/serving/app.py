@@ -259,7 +259,7 @@ def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> F
         metrics.audio_seconds.inc(seconds)
         latencies.append(latency)
         del latencies[:-50]
-        return _render(result, fmt, options, settings, engine)
+        return await run_in_threadpool(_render, result, fmt, options, settings, engine)  # long subtitles
 
     async def _wait(request: Request, future) -> Any:
         waiting = asyncio.wrap_future(future)

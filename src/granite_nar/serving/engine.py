@@ -23,6 +23,7 @@ was in it is run again on its own, so one request that cannot be served fails al
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..audio.processing_granite_speech_nar import clean_transcript
 from ..lengths import SAMPLING_RATE
 from ..transcription.long_form import LongFormOptions
 from ..transcription.results import TranscriptionResult
@@ -137,7 +139,7 @@ class BatchEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._editor: _SegmentEditor | None = None
-        self._model = self._processor = None
+        self._model = self._processor = self._tokenizer = None
         self._active: list[tuple[_Request, Iterator[list[TranscriptionResult]]]] = []  # long uploads
 
     # -- the handlers' side ---------------------------------------------------------------------------
@@ -165,8 +167,9 @@ class BatchEngine:
             observer(stage, size)
 
     def decode(self, token_ids: list[int]) -> str:
-        """The text of token ids, with the served model's tokenizer."""
-        return self._processor.decode(token_ids)
+        """The text of token ids, with the served model's tokenizer (safe to call from any one thread
+        besides the worker)."""
+        return clean_transcript(self._tokenizer.decode(token_ids, skip_special_tokens=True))
 
     def start(self) -> None:
         if self._thread is not None:
@@ -243,6 +246,8 @@ class BatchEngine:
         try:
             self._model, self._processor = self._load()
             self._editor = self._new_editor()
+            # decode() runs on the request handlers' threads: they get a tokenizer of their own.
+            self._tokenizer = copy.deepcopy(self._processor.tokenizer)
         except BaseException as err:  # reported by /ready and by every submit
             self.load_error = f"the model could not be loaded: {type(err).__name__}: {err}"
             logger.error(self.load_error)
