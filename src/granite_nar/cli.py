@@ -339,6 +339,49 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _transcribe_dataset(args: argparse.Namespace) -> int:
+    """``granite-nar transcribe-dataset``: a manifest or files through Ray Data into shards."""
+    from granite_nar.distributed import ManifestError, transcribe_dataset
+
+    manifest = len(args.inputs) == 1 and os.path.splitext(args.inputs[0])[1].lower() in MANIFEST_SUFFIXES
+    source = args.inputs[0] if manifest else [os.path.abspath(path) for path in args.inputs]
+    init = {"include_dashboard": False}
+    if args.num_cpus is not None:
+        init["num_cpus"] = args.num_cpus
+    try:
+        report = transcribe_dataset(
+            source,
+            args.output,
+            args.model,
+            audio_column=args.audio_column,
+            id_column=args.id_column,
+            output_format=args.format,
+            num_workers=args.num_workers,
+            threads_per_worker=args.threads_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            batch_size=args.batch_size,
+            rows_per_shard=args.rows_per_shard,
+            device=args.device,
+            dtype=args.dtype,
+            num_editing_steps=args.editing_steps,
+            word_timestamps=args.word_timestamps,
+            allow_truncated=args.allow_truncated,
+            address=args.address,
+            ray_init_kwargs=init,
+        )
+    except (ManifestError, ValueError) as err:
+        raise _UsageError(str(err)) from None
+    print(
+        f"granite-nar: {report.rows} rows: {report.skipped} already in {report.output_dir}, "
+        f"{report.transcribed} transcribed, {report.failed} failed (see their error column)",
+        file=sys.stderr,
+    )
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a command parsed by :func:`granite_nar_cli.build_parser`; returns the exit status."""
     restore = _quiet_libraries()
@@ -346,6 +389,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "transcribe-dataset":
+            return _transcribe_dataset(args)
         return _transcribe(args)
     except _UsageError as err:
         _error(str(err))

@@ -176,7 +176,63 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
     _add_serve_parser(sub)
+    _add_dataset_parser(sub)
     return parser
+
+
+def _add_dataset_parser(sub) -> None:
+    ds = sub.add_parser(
+        "transcribe-dataset",
+        help="transcribe a corpus on Ray Data (a local Ray or a cluster)",
+        description="Transcribe every row of a manifest (jsonl, csv or parquet with a column of audio paths or "
+        "URIs), or a list of audio files, on Ray Data: decoding as tasks, an actor pool that loads the model "
+        "once per worker, results written as parquet or JSON-lines shards in --output. A rerun skips the rows "
+        "already written. Needs the ray extra (from a clone: pip install -e '.[ray]'). See docs/scale_out.md.",
+    )
+    ds.add_argument("inputs", nargs="+", metavar="MANIFEST_OR_FILE", help="one manifest, or audio files")
+    ds.add_argument("--model", "-m", required=True, help="model folder or Hub id (reachable from every node)")
+    ds.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the shards")
+    ds.add_argument(
+        "--format", choices=["parquet", "jsonl"], default="parquet", help="shard format (parquet)"
+    )
+    ds.add_argument(
+        "--num-workers", type=_positive_int, default=1, metavar="N", help="transcription actors (1)"
+    )
+    ds.add_argument(
+        "--threads-per-worker", type=_positive_int, default=1, metavar="N", help="torch threads per actor (1)"
+    )
+    ds.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs per actor (1 with --device cuda)",
+    )
+    ds.add_argument("--batch-size", "-b", type=_positive_int, default=8, help="rows per actor batch (8)")
+    ds.add_argument(
+        "--rows-per-shard", type=_positive_int, default=256, metavar="N", help="rows per shard (256)"
+    )
+    ds.add_argument("--audio-column", default=None, help="column of audio paths (default: audio, path, ...)")
+    ds.add_argument(
+        "--id-column", default=None, help="column that identifies a row (default: the audio column)"
+    )
+    ds.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster: auto (this node's cluster), ray://HEAD:10001, or none to start a local Ray",
+    )
+    ds.add_argument(
+        "--num-cpus", type=_positive_int, default=None, metavar="N", help="CPUs of a local Ray started here"
+    )
+    ds.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    ds.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
+    )
+    ds.add_argument("--editing-steps", type=_non_negative_int, default=1, help="editing passes (1)")
+    ds.add_argument("--word-timestamps", action="store_true", help="words with times in the segments column")
+    ds.add_argument(
+        "--allow-truncated", action="store_true", help="transcribe what is present of truncated files"
+    )
 
 
 def _add_serve_parser(sub) -> None:
@@ -316,7 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error (or --help / --version) already
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    problem = model_problem(args.model) if args.command in ("transcribe", "serve") else None
+    local = args.command in ("transcribe", "serve") or (
+        args.command == "transcribe-dataset" and args.address is None
+    )
+    problem = model_problem(args.model) if local else None
     if problem is not None:
         print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
