@@ -9,7 +9,7 @@ and the fine-tuning trainer both call it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -131,12 +131,17 @@ def _pad_log_probs(flat_log_probs: torch.Tensor, lengths: Sequence[int]) -> torc
     return torch.nn.utils.rnn.pad_sequence(pieces, batch_first=False)
 
 
+# A normaliser: the local count of positions → what to divide the summed loss by.
+Divisor = Callable[[torch.Tensor], torch.Tensor]
+
+
 def ctc_loss_from_flat_logits(
     flat_logits: torch.Tensor,
     lengths: Sequence[int],
     labels: torch.Tensor,
     label_lengths: torch.Tensor,
     blank: int,
+    divisor: Divisor | None = None,
 ) -> torch.Tensor:
     """CTC loss over per-utterance logit runs, summed and divided by ``Σ L_b`` (docs/reference_behaviour.md §5.1, §5.3).
 
@@ -149,6 +154,9 @@ def ctc_loss_from_flat_logits(
         lengths: ``L_b`` per utterance.
         labels: ``(B, S_max)`` target ids, right-padded with anything.
         label_lengths: ``(B,)`` true target lengths.
+        divisor: maps the local ``Σ L_b`` to the number to divide by; data-parallel training passes the
+            global count over the processes divided by their number, so that the averaged gradients are
+            those of one batch of all their utterances.
     """
     log_probs = _pad_log_probs(F.log_softmax(flat_logits.float(), dim=-1), lengths)
     input_lengths = torch.tensor([int(n) for n in lengths], dtype=torch.long, device=flat_logits.device)
@@ -164,15 +172,22 @@ def ctc_loss_from_flat_logits(
         reduction="sum",
         zero_infinity=True,
     )
-    return loss / input_lengths.sum().clamp_min(1)
+    count = input_lengths.sum().clamp_min(1)
+    return loss / (count if divisor is None else divisor(count))
 
 
-def copy_loss(flat_logits: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
+def copy_loss(
+    flat_logits: torch.Tensor, slot_ids: torch.Tensor, divisor: Divisor | None = None
+) -> torch.Tensor:
     """Copy (identity) regulariser: cross-entropy of the slot logits against the input slots (docs/reference_behaviour.md §5.2).
 
-    Mean over all slot positions of the batch.
+    Mean over all slot positions of the batch (with ``divisor``, the sum divided by ``divisor(count)``).
     """
-    return F.cross_entropy(flat_logits.float(), slot_ids.to(flat_logits.device).long(), reduction="mean")
+    targets = slot_ids.to(flat_logits.device).long()
+    if divisor is None:
+        return F.cross_entropy(flat_logits.float(), targets, reduction="mean")
+    count = torch.tensor(float(max(targets.numel(), 1)), device=flat_logits.device)
+    return F.cross_entropy(flat_logits.float(), targets, reduction="sum") / divisor(count)
 
 
 def check_labels(
@@ -248,6 +263,7 @@ def nar_losses(
     char_labels: torch.Tensor | None = None,
     char_label_lengths: torch.Tensor | None = None,
     char_ctc_loss_lambda: float = 0.0,
+    divisor: Divisor | None = None,
 ) -> NarLosses:
     """``L = w_edit · L_ctc + λ_ce · L_ce + λ_enc · L_enc + λ_char · L_char`` (docs/reference_behaviour.md §5).
 
@@ -262,22 +278,26 @@ def nar_losses(
         bpe_logits, bpe_lengths: ``(Σ W_b, V)`` flat encoder BPE logits and ``W_b``.
         char_logits, char_lengths, char_labels, char_label_lengths: ``(ΣT, C)`` flat mid-layer character
             logits, ``T_b``, and ``(B, C_max)`` character targets (blank = index 0).
+        divisor: the normaliser of every term (see :func:`ctc_loss_from_flat_logits`); default: the
+            local counts.
     """
     total = labels.new_zeros((), dtype=torch.float32)
     out = NarLosses(loss=total)
     if edit_loss_weight > 0:
         if slot_logits is None:
             raise ValueError("edit_loss_weight > 0 needs the editor's slot logits.")
-        out.ctc_loss = ctc_loss_from_flat_logits(slot_logits, slot_lengths, labels, label_lengths, blank)
+        out.ctc_loss = ctc_loss_from_flat_logits(
+            slot_logits, slot_lengths, labels, label_lengths, blank, divisor
+        )
         total = out.ctc_loss if edit_loss_weight == 1 else edit_loss_weight * out.ctc_loss
         if ce_loss_lambda > 0:
-            out.ce_loss = copy_loss(slot_logits, slot_ids)
+            out.ce_loss = copy_loss(slot_logits, slot_ids, divisor)
             total = total + ce_loss_lambda * out.ce_loss
     if encoder_ctc_loss_lambda > 0:
         if bpe_logits is None:
             raise ValueError("encoder_ctc_loss_lambda > 0 needs the encoder's BPE logits.")
         out.encoder_ctc_loss = ctc_loss_from_flat_logits(
-            bpe_logits, bpe_lengths, labels, label_lengths, blank
+            bpe_logits, bpe_lengths, labels, label_lengths, blank, divisor
         )
         total = total + encoder_ctc_loss_lambda * out.encoder_ctc_loss
     if char_ctc_loss_lambda > 0:
@@ -291,6 +311,7 @@ def nar_losses(
             char_labels.clamp_min(0),
             torch.as_tensor(char_label_lengths).long(),
             blank=0,
+            divisor=divisor,
         )
         total = total + char_ctc_loss_lambda * out.char_ctc_loss
     out.loss = total

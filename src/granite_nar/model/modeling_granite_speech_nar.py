@@ -11,8 +11,9 @@ Data flow for a batch of ``B`` utterances::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -472,6 +473,7 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         attention_mask: torch.Tensor | None = None,
+        loss_closure: Callable[[GraniteSpeechNarForCTC], Any] | None = None,
         **kwargs,
     ) -> GraniteSpeechNarOutput | tuple:
         """One editing pass, and the training losses when ``labels`` are given (docs/reference_behaviour.md §5).
@@ -484,10 +486,16 @@ class GraniteSpeechNarForCTC(GraniteSpeechNarPreTrainedModel):
             audio_embeds, audio_lengths, input_ids: the precomputed-audio path of
                 :meth:`GraniteSpeechNarModel.forward`.
             output_bpe_logits: return the flat encoder BPE logits (always computed for the encoder loss).
+            loss_closure: ``loss_closure(model)`` is returned instead, with nothing else computed. A
+                wrapper that must see a forward call (``DistributedDataParallel``, FSDP) can so run a
+                training loss that needs more than ``forward`` (draft noise, weights, extra heads; see
+                ``granite_nar.training.compute_nar_losses``).
 
         Returns packed slot logits ``(1, ΣS, V)`` (already divided by ``logits_scaling``) with their
         per-utterance lengths, and the losses.
         """
+        if loss_closure is not None:
+            return loss_closure(self)
         cfg = self.config
         _check_forward_kwargs("GraniteSpeechNarForCTC.forward", kwargs)
         input_features_mask = _feature_mask(input_features_mask, attention_mask)

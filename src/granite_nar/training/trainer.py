@@ -40,6 +40,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..lengths import ENCODER_FRAME_SECONDS, lengths_to_mask
-from ..model.ctc import NarLosses, nar_losses
+from ..model.ctc import Divisor, NarLosses, nar_losses
 from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
 from .noise import DraftNoise
 from .presets import is_peft_model, merged_state_dict, unwrap_model
@@ -88,6 +89,7 @@ def compute_nar_losses(
     char_labels: torch.Tensor | None = None,
     char_label_lengths: torch.Tensor | None = None,
     char_ctc_loss_lambda: float = 0.0,
+    divisor: Divisor | None = None,
 ) -> NarLosses:
     """The training losses for one batch, with optional draft noise, through :func:`granite_nar.model.ctc.nar_losses`.
 
@@ -105,6 +107,8 @@ def compute_nar_losses(
         ce_loss_lambda, encoder_ctc_loss_lambda: override the config's weights.
         char_labels, char_label_lengths, char_ctc_loss_lambda: the optional character CTC of the encoder's
             self-conditioning head (``(B, C_max)`` ids with 0 = blank never used as a label).
+        divisor: the normaliser of the loss terms (:func:`granite_nar.model.ctc.nar_losses`); the trainer
+            passes :func:`data_parallel_divisor` when several processes train together.
     """
     base = unwrap_model(model)
     cfg = base.config
@@ -127,7 +131,9 @@ def compute_nar_losses(
             drafts = draft_noise.sample_drafts(audio.bpe_logits, audio.bpe_lengths.tolist(), blank)
         if draft_noise is not None and draft_noise.enabled:
             drafts = draft_noise(drafts, labels, label_lengths)
-        edited = base(
+        # The inner model, not base(...): this may run inside the root's forward (loss_closure), and a
+        # wrapped root forward (accelerate's autocast) must not be entered twice.
+        edited = base.model(
             audio_embeds=audio.audio_embeds,
             audio_lengths=audio.audio_lengths,
             input_ids=drafts,
@@ -141,7 +147,7 @@ def compute_nar_losses(
         labels,
         label_lengths,
         blank,
-        slot_logits=None if edited is None else edited.logits[0],
+        slot_logits=None if edited is None else base.slot_logits(edited.last_hidden_state)[0],
         slot_lengths=None if edited is None else edited.seq_lengths.tolist(),
         slot_ids=None if edited is None else edited.inserted_ctc_token_ids,
         edit_loss_weight=edit_loss_weight,
@@ -154,7 +160,28 @@ def compute_nar_losses(
         char_labels=char_labels,
         char_label_lengths=char_label_lengths,
         char_ctc_loss_lambda=char_ctc_loss_lambda,
+        divisor=divisor,
     )
+
+
+def data_parallel_divisor(count: torch.Tensor) -> torch.Tensor:
+    """The global count of positions over every process, divided by their number.
+
+    The reference normalises each loss by the positions of the whole batch. Data-parallel training
+    averages the processes' gradients; dividing each process's summed loss by this instead of its own
+    count makes that average the gradient of one batch of every process's utterances.
+    """
+    import torch.distributed as dist
+
+    total = count.detach().to(torch.float64).clone()
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).to(torch.float32)
+
+
+def _data_parallel() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def step_name(step: int) -> str:
@@ -281,6 +308,14 @@ class GraniteSpeechNarTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1:
+            raise RuntimeError(
+                f"{self.args.n_gpu} GPUs in one process: transformers' Trainer would wrap the model in "
+                "nn.DataParallel, which splits the batch by rows and cannot split the packed editor batch. "
+                "Run one process per GPU instead: torchrun --nproc_per_node "
+                f"{self.args.n_gpu} your_script.py (or accelerate launch), or set CUDA_VISIBLE_DEVICES to one "
+                "GPU (docs/scale_out.md)"
+            )
         if processor is None:
             processor = _processor_of(self.data_collator)
         self.processor = processor
@@ -296,17 +331,22 @@ class GraniteSpeechNarTrainer(Trainer):
         self._component_counts: dict[str, int] = defaultdict(int)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        losses = compute_nar_losses(
-            model,
-            inputs["input_features"],
-            inputs.get("input_features_mask"),
-            inputs["labels"],
-            inputs["label_lengths"],
-            draft_noise=self.draft_noise if model.training else None,
-            edit_loss_weight=self.edit_loss_weight,
-            char_labels=inputs.get("char_labels"),
-            char_label_lengths=inputs.get("char_label_lengths"),
-            char_ctc_loss_lambda=self.char_ctc_loss_lambda,
+        # Through the model's forward (loss_closure): DistributedDataParallel syncs gradients only for
+        # work done inside a forward call, and FSDP gathers its shards there.
+        losses = model(
+            loss_closure=partial(
+                compute_nar_losses,
+                input_features=inputs["input_features"],
+                input_features_mask=inputs.get("input_features_mask"),
+                labels=inputs["labels"],
+                label_lengths=inputs["label_lengths"],
+                draft_noise=self.draft_noise if model.training else None,
+                edit_loss_weight=self.edit_loss_weight,
+                char_labels=inputs.get("char_labels"),
+                char_label_lengths=inputs.get("char_label_lengths"),
+                char_ctc_loss_lambda=self.char_ctc_loss_lambda,
+                divisor=data_parallel_divisor if _data_parallel() else None,
+            )
         )
         if model.training:
             for name, value in losses.components().items():
