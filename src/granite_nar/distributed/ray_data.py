@@ -278,6 +278,7 @@ def transcribe_dataset(
     threads_per_worker: int = 1,
     gpus_per_worker: float | None = None,
     decode_cpus: float = 0.0,
+    decode_tasks: int | None = None,
     batch_size: int = 8,
     rows_per_shard: int = 256,
     device: str | None = None,
@@ -303,7 +304,8 @@ def transcribe_dataset(
         num_workers: transcription actors. ``threads_per_worker``: torch threads (and reserved CPUs) per
             actor. ``gpus_per_worker``: GPUs per actor (default 1 when ``device`` is ``"cuda"``, else 0).
         decode_cpus: CPUs reserved per decoding and writing task. 0 (default) lets them, light next to
-            the model, run beside actors that hold every CPU.
+            the model, run beside actors that hold every CPU. decode_tasks: decoding tasks at a time
+            (default: ``num_workers``; raise it when decoding cannot keep the actors busy).
         batch_size: rows per actor batch (and per encoder batch). rows_per_shard: rows per output block.
         device, dtype, num_editing_steps, word_timestamps, allow_truncated: as for
             :func:`granite_nar.transcribe`.
@@ -376,6 +378,7 @@ def transcribe_dataset(
             batch_format="pyarrow",
             batch_size=batch_size,
             num_cpus=decode_cpus,
+            concurrency=decode_tasks or num_workers,  # a few long-lived workers, not one process per block
             fn_kwargs={"audio_column": audio_column, "allow_truncated": allow_truncated},
         )
         ds = ds.map_batches(
