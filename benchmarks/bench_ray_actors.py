@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             report = transcribe_dataset(
                 source, out, model, id_column="id", num_workers=actors, threads_per_worker=args.threads,
-                batch_size=args.batch_size, rows_per_shard=args.batch_size * 4, dtype=args.dtype, device="cpu",
+                batch_size=args.batch_size, rows_per_shard=args.batch_size, dtype=args.dtype, device="cpu",
             )  # fmt: skip
             elapsed = time.perf_counter() - start
             assert report.failed == 0, report

@@ -43,3 +43,15 @@ def test_several_gpus_in_one_process_are_refused(monkeypatch, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     with pytest.raises(RuntimeError, match=r"nn.DataParallel.*torchrun --nproc_per_node 2"):
         GraniteSpeechNarTrainer(model=GraniteSpeechNarForCTC(tiny_config()), args=args)
+
+
+def test_fsdp_sharded_gradients_equal_one_process(tmp_path):
+    script = SCRIPT.with_name("fsdp_one_backward.py")
+    _run([sys.executable, str(script), str(tmp_path / "one.pt")], tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(script), str(tmp_path / "two.pt")], tmp_path)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert two["world"] == 2 and two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert one["grads"].keys() == two["grads"].keys()
+    for name, grad in one["grads"].items():
+        torch.testing.assert_close(two["grads"][name], grad, atol=1e-6, rtol=1e-4, msg=name)
