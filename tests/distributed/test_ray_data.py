@@ -183,3 +183,19 @@ def test_cli_transcribe_dataset_starts_its_own_ray(corpus, expected, tmp_path):
         for r in rows[:8]
         if expected[r["audio"]].ok
     }
+
+
+def test_a_local_ray_under_a_long_tmpdir_keeps_its_sockets_short(monkeypatch):
+    import tempfile
+
+    from granite_nar.distributed.ray_data import _local_ray_kwargs
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: "/tmp/" + "x" * 60)
+    assert _local_ray_kwargs(None, {"num_cpus": 2}) == {"num_cpus": 2, "_temp_dir": "/tmp/ray"}
+    assert _local_ray_kwargs("auto", None) == {}  # a cluster's nodes chose their own
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: "/tmp")
+    assert _local_ray_kwargs(None, None) == {}
+    monkeypatch.setenv("RAY_TMPDIR", "/scratch/ray")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: "/tmp/" + "x" * 60)
+    assert _local_ray_kwargs(None, None) == {}

@@ -311,7 +311,9 @@ def transcribe_dataset(
             :func:`granite_nar.transcribe`.
         address: the Ray cluster: ``None`` joins the Ray instance already running in this process or
             starts a local one; ``"auto"`` the cluster of this node; ``"ray://head:10001"`` a remote one.
-        ray_init_kwargs: more arguments for ``ray.init`` when this call starts Ray (e.g. ``num_cpus``).
+        ray_init_kwargs: more arguments for ``ray.init`` when this call starts Ray (e.g. ``num_cpus``). A
+            local Ray keeps its session under ``/tmp/ray`` when ``TMPDIR`` is too long for the Unix
+            socket paths Ray makes there.
 
     Returns:
         A :class:`DatasetReport`.
@@ -359,7 +361,7 @@ def transcribe_dataset(
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, **(ray_init_kwargs or {}))
+        ray.init(address=address, **_local_ray_kwargs(address, ray_init_kwargs))
     try:
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if str(device or "").startswith("cuda") else 0.0
@@ -401,6 +403,24 @@ def transcribe_dataset(
     written = _rows_written(output, key, set(todo[key].to_pylist()))
     failed = sum(1 for error in written if error is not None)
     return DatasetReport(table.num_rows, skipped, len(written) - failed, failed, str(output))
+
+
+# "/ray/session_<date>_<time>_<us>_<pid>/sockets/plasma_store" under the temporary folder; Unix socket
+# paths stop at 107 bytes.
+_SOCKET_SUFFIX = 68
+_UNIX_PATH_MAX = 107
+
+
+def _local_ray_kwargs(address: str | None, kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``ray.init`` arguments; a local Ray whose socket paths under a long ``TMPDIR`` would not fit a Unix
+    socket path keeps its session under ``/tmp/ray`` instead (``RAY_TMPDIR`` still decides when set)."""
+    import tempfile
+
+    kwargs = dict(kwargs or {})
+    if address is None and "_temp_dir" not in kwargs and "RAY_TMPDIR" not in os.environ:
+        if len(tempfile.gettempdir()) + _SOCKET_SUFFIX > _UNIX_PATH_MAX:
+            kwargs["_temp_dir"] = "/tmp/ray"
+    return kwargs
 
 
 def _rows_written(output: Path, key: str, keys: set) -> list[str | None]:
