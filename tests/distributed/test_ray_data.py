@@ -49,7 +49,9 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from granite_nar.distributed.ray_data import _local_ray_kwargs
+
+    ray.init(**_local_ray_kwargs(None, {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}))
     yield
     ray.shutdown()
 
