@@ -1,8 +1,11 @@
-"""``granite-nar``: transcribe audio files from the command line.
+"""``granite-nar``: transcribe audio files, serve the model, or run a corpus on Ray, from the command line.
 
     granite-nar transcribe FILE... --model PATH_OR_HUB_ID [--batch-size N] [--device DEV] [--dtype T]
-                           [--threads N] [--editing-steps K] [--output txt|jsonl] [--drafts]
-                           [--no-resample] [--allow-truncated] [--progress]
+                           [--threads N] [--editing-steps K] [--output txt|json|jsonl|srt|vtt|tsv|all]
+                           [--output-dir DIR] [--word-timestamps] [--drafts] [--no-resample]
+                           [--allow-truncated] [--progress]
+    granite-nar serve --model M [--host H] [--port P] [--api-key KEY] ...        (docs/serving.md)
+    granite-nar transcribe-dataset MANIFEST --model M --output DIR [--num-workers N] ...  (docs/scale_out.md)
     granite-nar --version
 
 Exit status: 0 when every file was transcribed, 1 when some could not be (each reported on stderr in one
