@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..transcription.formats import _drop_unfinished_line
+from ..transcription.formats import _drop_unfinished_line, _segment_dict
 
 __all__ = ["DatasetReport", "read_manifest", "transcribe_dataset"]
 
@@ -241,28 +241,13 @@ class _Transcriber:
             columns["warning"][i] = result.warning
             if result.segments is not None:
                 columns["segments"][i] = json.dumps(
-                    [_segment(s) for s in result.segments], ensure_ascii=False
+                    [_segment_dict(s, False) for s in result.segments], ensure_ascii=False
                 )
         out = batch.drop_columns([_WAVE, _FAILED])
         for name in OUTPUT_COLUMNS:
             kind = pa.float64() if name == "duration_sec" else pa.string()
             out = out.append_column(name, pa.array(columns[name], kind))
         return out
-
-
-def _segment(segment) -> dict[str, Any]:
-    record = {"id": segment.id, "start": segment.start, "end": segment.end, "text": segment.text}
-    if segment.words is not None:
-        record["words"] = [
-            {
-                "word": w.word,
-                "start": round(w.start, 3),
-                "end": round(w.end, 3),
-                "confidence": round(w.confidence, 4),
-            }
-            for w in segment.words
-        ]
-    return record
 
 
 def transcribe_dataset(

@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -109,7 +110,7 @@ def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> F
         ready=lambda: float(engine.ready),
     )
     engine.add_observer(metrics.observe_batch)
-    latencies: list[float] = []  # the last answered requests' latencies, for Retry-After
+    latencies: deque[float] = deque(maxlen=50)  # the last answered requests' latencies, for Retry-After
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -258,7 +259,6 @@ def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> F
         metrics.latency.observe(latency)
         metrics.audio_seconds.inc(seconds)
         latencies.append(latency)
-        del latencies[:-50]
         return await run_in_threadpool(_render, result, fmt, options, settings, engine)  # long subtitles
 
     async def _wait(request: Request, future) -> Any:
@@ -452,7 +452,7 @@ def _decode(data: bytes, name: str) -> torch.Tensor:
     return checked
 
 
-def _retry_after(latencies: list[float]) -> int:
+def _retry_after(latencies: deque[float]) -> int:
     """Seconds a refused client should wait: the mean latency of the last answered requests (at least 1)."""
     return max(1, math.ceil(sum(latencies) / len(latencies))) if latencies else 1
 

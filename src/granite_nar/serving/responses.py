@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from ..transcription.formats import to_srt, to_vtt
+from ..transcription.formats import _segment_dict, to_srt, to_vtt
 from ..transcription.results import Segment, TranscriptionResult
 
 __all__ = ["RESPONSE_FORMATS", "json_body", "text_body", "verbose_json_body"]
@@ -110,15 +110,6 @@ def verbose_json_body(result: TranscriptionResult, language: str, words: bool) -
         "segments": [_segment(s) for s in segments],
     }
     if words:
-        body["words"] = [
-            {
-                "word": w.word,
-                "start": round(w.start, 3),
-                "end": round(w.end, 3),
-                "confidence": round(w.confidence, 4),
-            }
-            for s in segments
-            for w in s.words or []
-        ]
+        body["words"] = [word for s in segments for word in _segment_dict(s, False).get("words", [])]
     body["usage"] = _usage(result)
     return body
