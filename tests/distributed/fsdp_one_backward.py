@@ -11,23 +11,17 @@ Each process takes its share of the four fixture utterances; the loss runs insid
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from one_training_step import tiny_model_and_items  # the script beside this one
 
-from granite_nar import GraniteSpeechNarForCTC, GraniteSpeechNarProcessor, load_audio
 from granite_nar.model.modeling_editor import GraniteSpeechNarEditorLayer
 from granite_nar.model.modeling_encoder import GraniteSpeechNarConformerBlock
 from granite_nar.training import DataCollatorForGraniteSpeechNar, compute_nar_losses
 from granite_nar.training.trainer import data_parallel_divisor
-
-REPO = Path(__file__).resolve().parents[2]
-MODEL = REPO / "examples" / "models" / "tiny-synth"
-FIXTURES = REPO / "tests" / "fixtures" / "tiny_synth"
 
 
 def main(out: str) -> None:
@@ -36,15 +30,8 @@ def main(out: str) -> None:
     if world > 1:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if world > 1 else 0
-    processor = GraniteSpeechNarProcessor.from_pretrained(MODEL)
-    model = GraniteSpeechNarForCTC.from_pretrained(MODEL, dtype=torch.float32).train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.eval()
-    rows = [json.loads(line) for line in (FIXTURES / "manifest.jsonl").read_text().splitlines()]
-    items = [{"audio": load_audio(FIXTURES / r["audio_path"]), "text": r["text"]} for r in rows]
+    processor, model, items = tiny_model_and_items()
+    model.train()
     batch = DataCollatorForGraniteSpeechNar(processor.feature_extractor, processor.tokenizer)(
         items[rank::world]
     )

@@ -27,18 +27,26 @@ MODEL = REPO / "examples" / "models" / "tiny-synth"
 FIXTURES = REPO / "tests" / "fixtures" / "tiny_synth"
 
 
-def main(out: str) -> None:
-    torch.set_num_threads(1)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def tiny_model_and_items():
+    """The processor, the tiny model without dropout and with its batch norm on running statistics (in
+    training mode too: each process's part of the batch differs from the whole), and the four fixture
+    utterances."""
     processor = GraniteSpeechNarProcessor.from_pretrained(MODEL)
     model = GraniteSpeechNarForCTC.from_pretrained(MODEL, dtype=torch.float32)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-        if isinstance(module, torch.nn.BatchNorm1d):  # running statistics: each process's batch
-            module.train = lambda mode=True, m=module: torch.nn.Module.train(m, False)  # differs from all
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.train = lambda mode=True, m=module: torch.nn.Module.train(m, False)
     rows = [json.loads(line) for line in (FIXTURES / "manifest.jsonl").read_text().splitlines()]
     items = [{"audio": load_audio(FIXTURES / r["audio_path"]), "text": r["text"]} for r in rows]
+    return processor, model, items
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    processor, model, items = tiny_model_and_items()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     args = TrainingArguments(
         output_dir=os.path.join(os.path.dirname(os.path.abspath(out)), f"run{world}"),
