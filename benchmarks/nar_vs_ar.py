@@ -2,6 +2,7 @@
 
     python benchmarks/nar_vs_ar.py --config full --dtype bfloat16 --repeats 3 --warmup 1 --json out.json
     python benchmarks/nar_vs_ar.py --gemm                    # this machine's fp32 / bf16 matmul ceiling
+    python benchmarks/nar_vs_ar.py --config full --dtype bfloat16 --mfu   # + model FLOP utilisation
 
 Both decoders get identical synthetic inputs (seeded random log-mel features) and run from features
 to token ids:
@@ -31,6 +32,12 @@ Stage shares come from forward hooks on the encoder, the BPE head and the projec
 the wall time: every language-model pass, the output head, CTC collapse and slot building, and
 ``generate``'s own loop. The stages therefore add up to the measured latency exactly.
 
+With ``--mfu`` the NAR rows also get their model FLOP utilisation per stage and in total (see
+:mod:`mfu`): analytic FLOPs on each utterance's own length and forced draft length (the "lm" stage is
+the editor: every layer on audio and slot rows, and the output head on the slot rows), over the stage's
+mean time, over the best ``F.linear`` throughput measured on the model's own matmul shapes in the same
+dtype, device and threads, before any model runs.
+
 Peak memory is the peak increase over the memory in use before the call: on CUDA from
 ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size (``VmHWM``, reset through
 ``/proc/self/clear_refs``), which includes what the allocator keeps cached.
@@ -48,6 +55,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -58,6 +66,9 @@ from granite_nar import (
 )
 from granite_nar.lengths import SAMPLES_PER_ENCODER_FRAME, SAMPLING_RATE
 from granite_nar.testing import tiny_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mfu import measure_gemm_peak, mfu, model_flops  # noqa: E402
 
 __all__ = [
     "Setting",
@@ -75,6 +86,7 @@ ENCODER_FRAMES_PER_SECOND = SAMPLING_RATE // SAMPLES_PER_ENCODER_FRAME  # 50 fra
 MIXED_DURATIONS = (2.0, 3.5, 6.0, 9.0, 12.5, 17.0, 23.0, 30.0)  # seconds; fixed batch of 8, Σ = 103 s
 STAGES = ("encoder", "bpe_head", "projector", "lm")
 DECODERS = ("nar_1pass", "nar_2pass", "ar")
+MFU_HEADER = " MFU encoder | MFU BPE head | MFU projector | MFU LM | MFU total |"
 
 
 @dataclass(frozen=True)
@@ -401,10 +413,16 @@ def run_benchmark(
     decoders: Sequence[str] = ("nar", "ar"),
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    measure_mfu: bool = False,
 ) -> dict:
     """Run the side-by-side benchmark; returns ``{"meta": ..., "results": [...]}`` (one result per setting and
     decoder, each with ``median_s``, ``rtfx``, ``shares``, ``peak_memory_mib`` and, for NAR rows,
-    ``speedup_vs_ar`` = AR median / NAR median from the same run)."""
+    ``speedup_vs_ar`` = AR median / NAR median from the same run).
+
+    With ``measure_mfu`` the matmul peak on the model's shapes is measured first (``meta["gemm_peak"]``,
+    :func:`mfu.measure_gemm_peak`, on the run's largest batch) and every NAR row gets ``flops`` (analytic,
+    per stage and ``total``; :func:`mfu.model_flops`) and ``mfu`` (per stage and ``total``, from the mean
+    stage seconds; :func:`mfu.mfu`), keyed by the stage names of ``stage_seconds``."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}.")
     if isinstance(dtype, str):
@@ -427,6 +445,17 @@ def run_benchmark(
         device,
     )
     ar_timer = StageTimer({"encoder": ar.encoder, "projector": ar.projector}, device)
+
+    gemm_peak = None
+    if measure_mfu and "nar" in decoders:
+        largest = max(settings, key=lambda s: s.batch_size * max(s.frames))
+        gemm_peak = measure_gemm_peak(
+            cfg, dtype, device, encoder_frames=largest.frames, draft_tokens=largest.tokens(tokens_per_second)
+        )
+        log(
+            f"GEMM peak on the model's shapes ({largest.name}): {gemm_peak['peak_tflops']:.3f} TFLOP/s "
+            f"({gemm_peak['peak_shape']})"
+        )
 
     results = []
     try:
@@ -457,6 +486,10 @@ def run_benchmark(
                 rows = {
                     name: _summarise(setting, name, r, peaks[name], tokens) for name, r in runs.items() if r
                 }
+                if gemm_peak is not None:
+                    for passes, name in enumerate(("nar_1pass", "nar_2pass"), start=1):
+                        if name in rows:
+                            _add_mfu(rows[name], cfg, setting.frames, tokens, passes, gemm_peak)
                 if "ar" in rows:
                     for name in ("nar_1pass", "nar_2pass"):
                         if name in rows:
@@ -483,7 +516,17 @@ def run_benchmark(
         "load_average_start": load_start,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+    if gemm_peak is not None:
+        meta["gemm_peak"] = gemm_peak
     return {"meta": meta, "results": results}
+
+
+def _add_mfu(row: dict, config, frames: list[int], tokens: list[int], passes: int, gemm_peak: dict) -> None:
+    """``flops`` and ``mfu`` of a NAR row, under the row's stage names (the editor's FLOPs are "lm")."""
+    flops = model_flops(config, frames, tokens, editing_passes=passes)
+    stage_flops = {stage: flops["editor" if stage == "lm" else stage] for stage in STAGES}
+    row["flops"] = {**stage_flops, "total": flops["total"]}
+    row["mfu"] = mfu(stage_flops, row["stage_seconds"], gemm_peak["peak_tflops"] * 1e12)
 
 
 def _device_name(device: torch.device) -> str:
@@ -534,24 +577,39 @@ def gemm_benchmark(
 def format_table(report: dict) -> str:
     """A markdown table of :func:`run_benchmark`'s results."""
     meta = report["meta"]
+    with_mfu = "gemm_peak" in meta
     lines = [
         f"config={meta['config']} dtype={meta['dtype']} device={meta['device']} ({meta['device_name']}) "
         f"attn={meta['attn_implementation']} threads={meta['threads']} repeats={meta['repeats']} "
         f"warmup={meta['warmup']} tokens/s={meta['tokens_per_second']:g}",
         "",
         "| setting | decoder | audio s | tokens | median s | RTFx | encoder | BPE head | projector | LM "
-        "| peak MiB | speed-up vs AR |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak MiB | speed-up vs AR |" + (MFU_HEADER if with_mfu else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 5 if with_mfu else ""),
     ]
+    if with_mfu:
+        peak = meta["gemm_peak"]
+        lines[1:1] = [
+            f"MFU: analytic model FLOPs / stage time / GEMM peak {peak['peak_tflops']:.3f} TFLOP/s "
+            f"({peak['peak_shape']}, {peak['dtype']}, {peak['threads']} threads)"
+        ]
     for r in report["results"]:
         shares = " | ".join(f"{100 * r['shares'][s]:.0f} %" for s in STAGES)
         tokens = r["tokens"][0] if len(set(r["tokens"])) == 1 else f"{min(r['tokens'])}-{max(r['tokens'])}"
         speedup = f"{r['speedup_vs_ar']:.2f}x" if "speedup_vs_ar" in r else ""
-        lines.append(
+        line = (
             f"| {r['setting']} | {r['decoder']} | {r['audio_seconds']:g} | {tokens} | {r['median_s']:.3f} "
             f"| {r['rtfx']:.2f} | {shares} | {r['peak_memory_mib']:.0f} | {speedup} |"
         )
+        if with_mfu:  # AR rows have no MFU
+            values = [r["mfu"][s] for s in (*STAGES, "total")] if "mfu" in r else [None] * 5
+            line += "".join(f" {_percent(v)} |" for v in values)
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
 
 
 def format_gemm(result: dict) -> str:
@@ -581,6 +639,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="write the machine-readable report here")
     parser.add_argument("--gemm", action="store_true", help="only measure the matmul ceiling")
     parser.add_argument("--gemm-size", type=int, default=2048)
+    parser.add_argument(
+        "--mfu",
+        action="store_true",
+        help="measure the matmul peak on the model's shapes first, and report the NAR rows' model FLOP utilisation",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -603,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             decoders=args.decoders,
             seed=args.seed,
             log=log,
+            measure_mfu=args.mfu,
         )
         report["meta"]["command"] = "python benchmarks/nar_vs_ar.py " + " ".join(
             sys.argv[1:] if argv is None else argv

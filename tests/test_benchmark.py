@@ -6,17 +6,24 @@ import json
 import math
 
 import pytest
+import torch
+from mfu import gemm_shapes, mfu, model_flops
 from nar_vs_ar import (
     DECODERS,
     MIXED_DURATIONS,
     STAGES,
     Setting,
+    build_models,
     format_table,
     gemm_benchmark,
     main,
     run_benchmark,
     settings_from_args,
+    tiny_benchmark_config,
 )
+from torch.utils.flop_counter import FlopCounterMode
+
+from granite_nar.model.modeling_audio import project_audio
 
 
 def test_tiny_run_reports_consistent_fields():
@@ -74,6 +81,7 @@ def test_cli_writes_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert [r["decoder"] for r in report["results"]] == ["nar_1pass", "nar_2pass"]
     assert "speedup_vs_ar" not in report["results"][0]
+    assert "mfu" not in report["results"][0] and "gemm_peak" not in report["meta"]  # only with --mfu
     assert report["meta"]["command"].startswith("python benchmarks/nar_vs_ar.py --config tiny")
     assert "| b1_0.8s | nar_1pass |" in capsys.readouterr().out
 
@@ -139,3 +147,149 @@ def test_long_form_benchmark_reports_every_length(tmp_path, capsys):
         assert row["peak_gb"] >= 0
     printed = capsys.readouterr().out
     assert "| 0.5 min |" in printed and "| 1 min |" in printed and "short clips" in printed
+
+
+# -- model FLOP utilisation ---------------------------------------------------------------------------------
+def _counted(fn) -> int:
+    """FLOPs ``torch.utils.flop_counter`` sees while ``fn`` runs."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.fixture(scope="module")
+def eager_tiny():
+    """The tiny benchmark model with eager attention: its attention matmuls are plain ``matmul`` calls that
+    the FLOP counter sees. (Under "sdpa" on a CPU the editor's and the Q-Former's attention run in
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which the counter has no formula for and counts
+    as 0; the encoder's block attention runs sdpa's math kernel, i.e. matmuls, under either choice.)"""
+    nar, _ = build_models("tiny", attn_implementation="eager")
+    return nar
+
+
+def test_analytic_flops_equal_the_flop_counter_on_the_tiny_model(eager_tiny):
+    """Batch of 1, 300 frames: whole attention blocks (50), Q-Former windows (15), pooling windows (4) and
+    audio tokens (5), so that the model computes no padding and the count must agree exactly, stage by
+    stage. Only matmuls and convolutions are counted on either side."""
+    nar, cfg = eager_tiny, eager_tiny.config
+    frames, draft = 300, 20
+    assert frames % cfg.encoder_config.context_size == 0
+    features = torch.randn(
+        1, frames, cfg.encoder_config.input_dim, generator=torch.Generator().manual_seed(0)
+    )
+    mask = torch.ones(1, frames, dtype=torch.bool)
+    expected = model_flops(cfg, [frames], [draft])
+    assert expected["total"] == sum(v for k, v in expected.items() if k != "total")
+    with torch.inference_mode():
+        enc = nar.model.encoder(features, mask)
+        assert _counted(lambda: nar.model.encoder(features, mask)) == expected["encoder"]
+        pooled = enc.pooled_hidden_states[0]  # ceil(300 / 4) = 75 windows
+        assert _counted(lambda: nar.model.bpe_argmax(pooled)) == expected["bpe_head"]
+        lengths = torch.tensor([frames])
+        embed_dtype = nar.model.language_model.embed_tokens.weight.dtype
+
+        def project():
+            return project_audio(nar.model.projector, cfg, enc.projector_input, lengths, embed_dtype)
+
+        assert _counted(project) == expected["projector"]
+        audio_embeds, audio_lengths = project()
+        ids = [torch.arange(1, draft + 1)]
+        assert (
+            _counted(
+                lambda: nar.generate(audio_embeds=audio_embeds, audio_lengths=audio_lengths, input_ids=ids)
+            )
+            == expected["editor"]
+        )
+        # the whole audio side is the three audio stages and nothing else
+        assert _counted(lambda: nar.model.encode_audio(features, mask)) == (
+            expected["encoder"] + expected["bpe_head"] + expected["projector"]
+        )
+
+
+def test_editor_flops_per_utterance_on_a_packed_batch(eager_tiny):
+    """Two packed utterances (60 + 30 audio rows): attention is counted per utterance, not over the packed
+    row, and a 2-token draft gets ``min_edit_sequence_length`` (8) slots, not 5."""
+    nar, cfg = eager_tiny, eager_tiny.config
+    frames, drafts = [300, 150], [20, 2]
+    audio_lengths = torch.tensor([60, 30])
+    audio_embeds = torch.randn(2, 60, cfg.text_config.hidden_size, generator=torch.Generator().manual_seed(1))
+    ids = [torch.arange(1, n + 1) for n in drafts]
+    with torch.inference_mode():
+        counted = _counted(
+            lambda: nar.generate(audio_embeds=audio_embeds, audio_lengths=audio_lengths, input_ids=ids)
+        )
+    assert counted == model_flops(cfg, frames, drafts)["editor"]
+    two_passes = model_flops(cfg, frames, drafts, editing_passes=2)
+    assert two_passes["editor"] == 2 * counted
+    # a batch is the sum of its utterances, each on its own length
+    singles = [model_flops(cfg, [t], [n]) for t, n in zip(frames, drafts, strict=True)]
+    assert model_flops(cfg, frames, drafts) == {k: sum(s[k] for s in singles) for k in singles[0]}
+    with pytest.raises(ValueError, match="one draft length per utterance"):
+        model_flops(cfg, frames, [3])
+
+
+def test_mfu_helper():
+    out = mfu({"a": 2e12, "b": 1e12, "total": 3e12}, {"a": 1.0, "b": 2.0, "c": 1.0}, 4e12)
+    assert out == pytest.approx({"a": 0.5, "b": 0.125, "total": 3e12 / 4.0 / 4e12})
+    assert mfu({"a": 1.0}, {"a": 0.0}, 1.0) == {"a": None, "total": None}
+    with pytest.raises(ValueError, match="no time"):
+        mfu({"a": 1.0, "b": 1.0}, {"a": 1.0}, 1.0)
+
+
+def test_cli_mfu_reports_utilisation(tmp_path, capsys):
+    out = tmp_path / "mfu.json"
+    main(
+        [
+            "--config",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--durations",
+            "0.8",
+            "1.3",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--decoders",
+            "nar",
+            "--mfu",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    report = json.loads(out.read_text())
+    cfg = tiny_benchmark_config()
+    frames, tokens = [40, 65], [2, 4]  # 20 ms frames and 3 tokens/s of 0.8 s and 1.3 s
+    gemm = report["meta"]["gemm_peak"]
+    assert [(s["name"], s["m"], s["k"], s["n"]) for s in gemm["shapes"]] == gemm_shapes(cfg, frames, tokens)
+    for shape in gemm["shapes"]:
+        assert shape["tflops"] == pytest.approx(
+            2 * shape["m"] * shape["k"] * shape["n"] / shape["median_s"] / 1e12
+        )
+    assert gemm["peak_tflops"] == max(s["tflops"] for s in gemm["shapes"]) > 0
+    peak = gemm["peak_tflops"] * 1e12
+    rows = report["results"]
+    assert [r["decoder"] for r in rows] == ["nar_1pass", "nar_2pass"]
+    for passes, row in enumerate(rows, start=1):
+        assert row["tokens"] == tokens
+        analytic = model_flops(cfg, frames, tokens, editing_passes=passes)
+        assert row["flops"] == {
+            "encoder": analytic["encoder"],
+            "bpe_head": analytic["bpe_head"],
+            "projector": analytic["projector"],
+            "lm": analytic["editor"],
+            "total": analytic["total"],
+        }
+        seconds = row["stage_seconds"]
+        assert set(row["mfu"]) == {*STAGES, "total"}
+        for stage in STAGES:
+            assert 0 < row["mfu"][stage] <= 1
+            assert row["mfu"][stage] == pytest.approx(row["flops"][stage] / seconds[stage] / peak)
+        assert 0 < row["mfu"]["total"] <= 1
+        assert row["mfu"]["total"] == pytest.approx(row["flops"]["total"] / sum(seconds.values()) / peak)
+        assert sum(seconds.values()) == pytest.approx(row["median_s"])  # one repeat
+    assert rows[1]["flops"]["lm"] == 2 * rows[0]["flops"]["lm"]
+    printed = capsys.readouterr().out
+    assert "| MFU total |" in printed and "GEMM peak" in printed
