@@ -216,6 +216,13 @@ class GraniteSpeechNarEncoderConfig(_CheckedLoading, PreTrainedConfig):
         pooling_window: encoder frames per BPE window (posterior-weighted pooling, 80 ms).
         cat_hidden_layers: hidden states handed to the projector besides the last layer, as indices into
             ``(input_linear output, block 1, ..., block N)``.
+        batch_layout: how an inference batch of several utterances runs through the conformer blocks.
+            ``"flat"`` lays the utterances end to end in one row, each starting on a ``context_size``
+            block boundary with at least ``conv_kernel_size // 2`` masked frames before the next, so no
+            attention block or convolution window crosses utterances and no work is spent on padding to
+            the longest; ``"padded"`` runs the ``(B, T_max)`` batch as given; ``"auto"`` (default) takes
+            the flat row when it has fewer frames than the padded batch. Both give the same valid
+            frames (docs/performance.md); training runs padded (BatchNorm batch statistics).
     """
 
     model_type = "granite_speech_nar_encoder"
@@ -244,6 +251,7 @@ class GraniteSpeechNarEncoderConfig(_CheckedLoading, PreTrainedConfig):
     pooling_window: int = 4
     cat_hidden_layers: list[int] | None = None
     initializer_range: float = 0.02
+    batch_layout: str = "auto"
 
     def __post_init__(self, **kwargs):
         if self.dim_head is None:
@@ -273,6 +281,8 @@ class GraniteSpeechNarEncoderConfig(_CheckedLoading, PreTrainedConfig):
                 )
         if self.pooling_window < 1:
             raise ValueError(f"pooling_window must be >= 1, got {self.pooling_window}.")
+        if self.batch_layout not in ("auto", "flat", "padded"):
+            raise ValueError(f"batch_layout must be 'auto', 'flat' or 'padded', got {self.batch_layout!r}.")
 
     @property
     def num_exported_layers(self) -> int:

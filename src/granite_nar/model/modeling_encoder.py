@@ -52,6 +52,54 @@ def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
 
 
 @dataclass
+class _FlatLayout:
+    """Where each utterance of a ``(B, T)`` batch sits in the flat row of the ``"flat"`` batch layout.
+
+    Utterance ``b`` starts at ``offsets[b]``, a multiple of the attention block, and the next one starts at
+    least ``conv_kernel_size // 2`` frames after its end, so every block and every convolution window
+    sees one utterance and masked frames only (see ``GraniteSpeechNarEncoderConfig.batch_layout``).
+    """
+
+    frame_mask: torch.Tensor  # (B, T) the batch's mask
+    positions: torch.Tensor  # (N,) row index of each valid frame, in ``frame_mask`` order
+    row_mask: torch.Tensor  # (1, L) valid frames of the row
+
+    @classmethod
+    def plan(cls, frame_mask: torch.Tensor, config: GraniteSpeechNarEncoderConfig) -> _FlatLayout | None:
+        """The layout, or ``None`` when the batch should run padded (see ``batch_layout``)."""
+        bsz, num_frames = frame_mask.shape
+        if config.batch_layout == "padded" or bool(frame_mask.all()):
+            return None  # nothing to save: the batch as given is the reference's computation
+        frames = torch.arange(num_frames, device=frame_mask.device)
+        lengths = frame_mask.sum(dim=1)
+        if not torch.equal(frame_mask, frames[None, :] < lengths[:, None]):
+            return None  # not a right-padded batch: no utterance boundaries to lay out
+        block, halo = config.context_size, config.conv_kernel_size // 2
+        spans = torch.where(lengths > 0, -((lengths + halo) // -block) * block, 0)
+        spans[-1] = lengths[-1]  # the row ends with the last utterance
+        row_len = int(spans.sum())
+        if row_len == 0 or (config.batch_layout == "auto" and row_len >= bsz * num_frames):
+            return None
+        offsets = torch.cumsum(spans, dim=0) - spans
+        positions = (offsets[:, None] + frames[None, :])[frame_mask]
+        row_mask = torch.zeros(1, row_len, dtype=torch.bool, device=frame_mask.device)
+        row_mask[0, positions] = True
+        return cls(frame_mask=frame_mask, positions=positions, row_mask=row_mask)
+
+    def pack(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, T, F)`` → ``(1, L, F)``; frames between utterances are zero."""
+        row = batch.new_zeros(1, self.row_mask.shape[1], batch.shape[-1])
+        row[0, self.positions] = batch[self.frame_mask]
+        return row
+
+    def unpack(self, row: torch.Tensor) -> torch.Tensor:
+        """``(1, L, ...)`` → ``(B, T, ...)``; frames past each utterance's end are zero."""
+        batch = row.new_zeros(*self.frame_mask.shape, *row.shape[2:])
+        batch[self.frame_mask] = row[0, self.positions]
+        return batch
+
+
+@dataclass
 class GraniteSpeechNarEncoderOutput(ModelOutput):
     """Outputs of :class:`GraniteSpeechNarEncoder`.
 
@@ -155,7 +203,11 @@ class GraniteSpeechNarConformerAttention(nn.Module):
 
 
 class GraniteSpeechNarConformerDepthWiseConv1d(nn.Module):
-    """Depthwise Conv1d after explicit ``(k // 2, k // 2 - (k + 1) % 2)`` zero padding, no bias."""
+    """Depthwise Conv1d after explicit ``(k // 2, k // 2 - (k + 1) % 2)`` zero padding, no bias.
+
+    :meth:`forward` takes the ``(B, C, T)`` layout of ``nn.Conv1d``; :meth:`forward_time_major` the
+    ``(B, T, C)`` layout the rest of the block uses, without a transposed copy (see there).
+    """
 
     def __init__(self, chan_in: int, chan_out: int, kernel_size: int):
         super().__init__()
@@ -166,9 +218,31 @@ class GraniteSpeechNarConformerDepthWiseConv1d(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(hidden_states, self.padding))
 
+    def forward_time_major(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` → ``(B, T, C)``, the same convolution.
+
+        A ``(B, T, C)`` tensor *is* a ``(B, C, 1, T)`` image in channels-last memory order, so the
+        convolution runs as a 2-D depthwise convolution on that view: no transposed copy in or out, and
+        oneDNN's channels-last depthwise kernel does the work.
+        """
+        left, right = self.padding
+        if left != right:  # even kernels pad asymmetrically: pad explicitly
+            hidden_states = F.pad(hidden_states, (0, 0, left, right))
+            left = 0
+        image = hidden_states.transpose(1, 2).unsqueeze(2)  # (B, C, 1, T), channels-last strides
+        out = F.conv2d(image, self.conv.weight.unsqueeze(2), padding=(0, left), groups=self.conv.groups)
+        return out.squeeze(2).transpose(1, 2)  # (B, T, C)
+
 
 class GraniteSpeechNarConformerConvModule(nn.Module):
-    """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (docs/reference_behaviour.md §3.1.2)."""
+    """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (docs/reference_behaviour.md §3.1.2).
+
+    The parameters are those of the reference's ``Conv1d`` modules (checkpoint names and shapes), but the
+    block runs in the ``(B, T, C)`` layout: a kernel-size-1 convolution is a matrix multiply with the
+    squeezed weight, and the depthwise convolution reads the same memory as a channels-last image
+    (:meth:`GraniteSpeechNarConformerDepthWiseConv1d.forward_time_major`). Same operations, no
+    transposes; BatchNorm normalises the last dimension through its ``(N, C)`` form.
+    """
 
     def __init__(self, config: GraniteSpeechNarEncoderConfig):
         super().__init__()
@@ -185,12 +259,17 @@ class GraniteSpeechNarConformerConvModule(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden_states = self.glu(self.up_conv(self.norm(hidden_states).transpose(1, 2)))  # (B, 2D', T)
+        """``(B, T, D)`` → ``(B, T, D)``; ``frame_mask`` ``(B, T)`` is True on valid frames (None: all)."""
+        up = F.linear(self.norm(hidden_states), self.up_conv.weight.squeeze(-1), self.up_conv.bias)
+        hidden_states = F.glu(up, dim=-1)  # (B, T, D'): the channel halves of nn.GLU(dim=1)
         if frame_mask is not None:
             # Frames past the utterance's end must look like the reference's zero padding to the kernel.
-            hidden_states = hidden_states * frame_mask[:, None, :].to(hidden_states.dtype)
-        hidden_states = self.silu(self.batch_norm(self.depth_conv(hidden_states)))
-        return self.dropout(self.down_conv(hidden_states).transpose(1, 2))  # (B, T, D)
+            hidden_states = hidden_states * frame_mask[..., None].to(hidden_states.dtype)
+        hidden_states = self.depth_conv.forward_time_major(hidden_states)
+        bsz, num_frames, channels = hidden_states.shape
+        hidden_states = self.batch_norm(hidden_states.reshape(bsz * num_frames, channels))
+        hidden_states = self.silu(hidden_states).view(bsz, num_frames, channels)
+        return self.dropout(F.linear(hidden_states, self.down_conv.weight.squeeze(-1), self.down_conv.bias))
 
 
 class GraniteSpeechNarConformerBlock(GradientCheckpointingLayer):
@@ -303,8 +382,14 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
         if input_features_mask is None:
             input_features_mask = torch.ones(bsz, num_frames, dtype=torch.bool, device=input_features.device)
         frame_mask = input_features_mask.bool()
+        # Inference batches run as one flat row when that saves frames (config.batch_layout); training runs
+        # the padded batch, whose BatchNorm statistics are those of the batch as given.
+        layout = None if self.training else _FlatLayout.plan(frame_mask, config)
+        block_mask = frame_mask if layout is None else layout.row_mask
         # Only batches with padding need the conv zeroing; a full mask keeps the reference's exact ops.
-        conv_mask = None if bool(frame_mask.all()) else frame_mask
+        conv_mask = None if bool(block_mask.all()) else block_mask
+        if layout is not None:
+            input_features = layout.pack(input_features)
 
         hidden_states = self.input_linear(input_features.to(self.input_linear.weight.dtype))
         all_hidden = [hidden_states]
@@ -313,7 +398,7 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
         char_logits = None
         for idx, layer in enumerate(self.layers, start=1):
             # A GradientCheckpointingLayer: checkpointed with gradient_checkpointing_kwargs when enabled.
-            hidden_states = layer(hidden_states, self.attention_dists, frame_mask, conv_mask)
+            hidden_states = layer(hidden_states, self.attention_dists, block_mask, conv_mask)
             if idx == config.self_conditioning_layer:
                 if not config.export_after_self_conditioning and idx in config.cat_hidden_layers:
                     exported[idx] = hidden_states
@@ -328,6 +413,12 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
                 all_hidden.append(hidden_states)
 
         projector_input = torch.cat([*(exported[i] for i in config.cat_hidden_layers), hidden_states], dim=-1)
+        if layout is not None:
+            hidden_states, projector_input, char_logits = map(
+                layout.unpack, (hidden_states, projector_input, char_logits)
+            )
+            blank_prob = layout.unpack(blank_prob[..., None])[..., 0]
+            all_hidden = [layout.unpack(h) for h in all_hidden] if output_hidden_states else all_hidden
         pooled, pooled_lengths = self.pool(hidden_states, blank_prob, frame_mask)
         out = GraniteSpeechNarEncoderOutput(
             last_hidden_state=hidden_states,
