@@ -17,6 +17,7 @@ from granite_nar.model.ctc import (
     ctc_collapse_with_scores,
     ctc_loss_from_flat_logits,
     insert_slots,
+    vocabulary_argmax,
 )
 from granite_nar.testing.reference import reference_ctc_collapse, reference_insert_slots
 
@@ -209,3 +210,16 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for name, grad in plain.items():
         if grad is not None:
             torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_vocabulary_argmax_is_argmax_with_ties_and_nan(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 7, (64, 1000), generator=g).to(dtype)  # every row has many tied maxima
+    logits[5, 17] = float("nan")
+    logits[6] = float("-inf")
+    ids = vocabulary_argmax(logits)
+    assert torch.equal(ids, logits.argmax(-1))
+    assert ids[5] == 17 and ids[6] == 0
+    first_max = (logits[:4] == logits[:4].max(-1, keepdim=True).values).int().argmax(-1)
+    assert torch.equal(ids[:4], first_max)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..lengths import lengths_to_mask, num_slots
 
 __all__ = [
+    "vocabulary_argmax",
     "ctc_collapse",
     "ctc_collapse_with_scores",
     "ctc_greedy_decode",
@@ -39,6 +40,16 @@ def _run_starts(ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
     offsets = torch.tensor([0, *lengths[:-1]], device=ids.device).cumsum(0)
     starts[offsets[torch.tensor(lengths, device=ids.device) > 0]] = True
     return starts
+
+
+def vocabulary_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., V)`` → ``(...)`` index of the largest logit, the first one on ties (as ``argmax``).
+
+    ``max(dim).indices`` gives the same indices as ``argmax`` (first maximum, NaN propagates) and runs
+    about twice as fast over a 100k vocabulary in bfloat16 on CPU, where ``argmax`` has no vectorised
+    kernel.
+    """
+    return logits.max(dim=-1).indices
 
 
 def ctc_collapse(ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank: int) -> list[torch.Tensor]:
@@ -94,7 +105,7 @@ def ctc_greedy_decode(
     logits: torch.Tensor, lengths: Sequence[int] | torch.Tensor, blank: int
 ) -> list[torch.Tensor]:
     """Argmax over ``(ΣT, V)`` flat logits, then :func:`ctc_collapse` per utterance."""
-    return ctc_collapse(logits.argmax(dim=-1), lengths, blank)
+    return ctc_collapse(vocabulary_argmax(logits), lengths, blank)
 
 
 def insert_slots(tokens: torch.Tensor, blank: int, min_length: int = 1) -> torch.Tensor:

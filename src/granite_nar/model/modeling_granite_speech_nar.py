@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 from ..checkpoints.loading import load_original_if_original
 from ..lengths import lengths_to_mask
 from .configuration_granite_speech_nar import GraniteSpeechNarConfig
-from .ctc import build_slots, check_labels, ctc_collapse, ctc_greedy_decode, nar_losses
+from .ctc import build_slots, check_labels, ctc_collapse, ctc_greedy_decode, nar_losses, vocabulary_argmax
 from .modeling_audio import GraniteSpeechAudioPreTrainedModel, check_input_features, project_audio
 from .modeling_editor import GraniteSpeechNarEditor, PackedSequences
 from .modeling_encoder import GraniteSpeechNarEncoder, _feature_mask
@@ -263,7 +263,7 @@ class GraniteSpeechNarModel(GraniteSpeechNarPreTrainedModel):
     def bpe_argmax(self, pooled: torch.Tensor) -> torch.Tensor:
         """``(W, hidden)`` pooled windows → ``(W,)`` the BPE head's best id per window, computed
         ``_BPE_ARGMAX_CHUNK`` rows at a time so that the ``(W, V)`` logits never exist at once."""
-        return torch.cat([self.out_bpe(rows).argmax(-1) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
+        return torch.cat([vocabulary_argmax(self.out_bpe(rows)) for rows in pooled.split(_BPE_ARGMAX_CHUNK)])
 
     # -- audio side: run once per batch ------------------------------------------------------------
     def encode_audio(

@@ -37,7 +37,7 @@ from ..lengths import (
     min_samples_for_audio_token,
     num_encoder_frames,
 )
-from ..model.ctc import ctc_collapse, ctc_collapse_with_scores
+from ..model.ctc import ctc_collapse, ctc_collapse_with_scores, vocabulary_argmax
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from .alignment import (
     forced_align,
@@ -655,7 +655,7 @@ class _SegmentEditor:
                 out = model.model.edit(audio, None, hypotheses)
                 logits = model.slot_logits(out.last_hidden_state)[0]  # (ΣS, V)
                 lengths = out.seq_lengths.tolist()
-                best = logits.argmax(-1)
+                best = vocabulary_argmax(logits)
                 if step == self.steps - 1 and scored:
                     probs = logits.float().softmax(-1).gather(-1, best[:, None])[:, 0]
                     hypotheses, confidences = ctc_collapse_with_scores(best, probs, lengths, self.blank)
