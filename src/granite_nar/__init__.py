@@ -40,6 +40,7 @@ from .model.modeling_granite_speech_nar import (
     GraniteSpeechNarOutput,
     GraniteSpeechNarPreTrainedModel,
 )
+from .model.quantization import quantize_int8
 from .transcription.long_form import LongFormOptions
 from .transcription.pipeline import GraniteSpeechNarPipeline
 from .transcription.results import Segment, TranscriptionResult, Word
@@ -69,6 +70,7 @@ AutoFeatureExtractor.register(GraniteSpeechNarConfig, GraniteSpeechNarFeatureExt
 AutoProcessor.register(GraniteSpeechNarConfig, GraniteSpeechNarProcessor, exist_ok=True)
 
 __all__ = [
+    "quantize_int8",
     "GraniteSpeechNarConfig",
     "GraniteSpeechNarEncoderConfig",
     "GraniteSpeechNarProjectorConfig",

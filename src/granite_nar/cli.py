@@ -1,6 +1,7 @@
 """``granite-nar``: transcribe audio files, serve the model, or run a corpus on Ray, from the command line.
 
     granite-nar transcribe FILE... --model PATH_OR_HUB_ID [--batch-size N] [--device DEV] [--dtype T]
+                           [--quantize int8]
                            [--threads N] [--editing-steps K] [--output txt|json|jsonl|srt|vtt|tsv|all]
                            [--output-dir DIR] [--word-timestamps] [--drafts] [--no-resample]
                            [--allow-truncated] [--progress]
@@ -137,7 +138,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnknownConfigFieldWarning)
-            model, processor = load_model(model_ref, device=device, dtype=args.dtype)
+            model, processor = load_model(model_ref, device=device, dtype=args.dtype, quantize=args.quantize)
     except Exception as err:  # any loading failure is one line for the user, not a traceback
         raise _UsageError(f"cannot load the model from {model_ref}: {err}") from None
     shown = set()
@@ -324,6 +325,7 @@ def _serve(args: argparse.Namespace) -> int:
             request_timeout_s=args.request_timeout,
             device=args.device,
             dtype=args.dtype,
+            quantize=args.quantize,
             threads=args.threads,
             num_editing_steps=args.editing_steps,
             max_segment_seconds=args.max_segment_seconds,

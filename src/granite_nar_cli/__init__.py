@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
     )
     tr.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="dynamic int8 linear layers on the CPU: opt-in, float32 model (docs/performance.md)",
+    )
+    tr.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -314,6 +320,12 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     sv.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
+    )
+    sv.add_argument(
+        "--quantize",
+        default=None,
+        choices=["int8"],
+        help="dynamic int8 linear layers on the CPU: opt-in, float32 model (docs/performance.md)",
     )
     sv.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch")
     sv.add_argument(

@@ -47,6 +47,16 @@ class GraniteSpeechAudioPreTrainedModel(PreTrainedModel):
             init.normal_(module.queries, mean=0.0, std=std)
             init.normal_(module.pos_emb, mean=0.0, std=std)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, refused for an int8-quantized model (its packed int8 weights
+        have no checkpoint format here): save the float model and quantize after loading."""
+        if getattr(self, "_granite_nar_quantization", None) is not None:
+            raise ValueError(
+                f"cannot save an int8-quantized model to {save_directory!s}: quantization is applied at load "
+                "time. Save the float32 model instead and call granite_nar.quantize_int8 after loading it."
+            )
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def materialize_buffers(self, device: torch.device | str = "cpu") -> None:
         """Recompute the non-persistent buffers (relative distances, RoPE frequencies) on ``device``.
 

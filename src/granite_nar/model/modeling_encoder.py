@@ -234,6 +234,14 @@ class GraniteSpeechNarConformerDepthWiseConv1d(nn.Module):
         return out.squeeze(2).transpose(1, 2)  # (B, T, C)
 
 
+def _pointwise(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """A kernel-size-1 ``Conv1d`` applied to ``(B, T, C)`` as the matrix multiply it is; a linear layer
+    that replaced it (:func:`granite_nar.model.quantization.quantize_int8`) is simply called."""
+    if isinstance(layer, nn.Conv1d):
+        return F.linear(hidden_states, layer.weight.squeeze(-1), layer.bias)
+    return layer(hidden_states)
+
+
 class GraniteSpeechNarConformerConvModule(nn.Module):
     """LN → pointwise conv → GLU → depthwise conv → BatchNorm → SiLU → pointwise conv (docs/reference_behaviour.md §3.1.2).
 
@@ -260,8 +268,9 @@ class GraniteSpeechNarConformerConvModule(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, D)`` → ``(B, T, D)``; ``frame_mask`` ``(B, T)`` is True on valid frames (None: all)."""
-        up = F.linear(self.norm(hidden_states), self.up_conv.weight.squeeze(-1), self.up_conv.bias)
-        hidden_states = F.glu(up, dim=-1)  # (B, T, D'): the channel halves of nn.GLU(dim=1)
+        hidden_states = F.glu(
+            _pointwise(self.up_conv, self.norm(hidden_states)), dim=-1
+        )  # (B, T, D'): the channel halves of nn.GLU(dim=1)
         if frame_mask is not None:
             # Frames past the utterance's end must look like the reference's zero padding to the kernel.
             hidden_states = hidden_states * frame_mask[..., None].to(hidden_states.dtype)
@@ -269,7 +278,7 @@ class GraniteSpeechNarConformerConvModule(nn.Module):
         bsz, num_frames, channels = hidden_states.shape
         hidden_states = self.batch_norm(hidden_states.reshape(bsz * num_frames, channels))
         hidden_states = self.silu(hidden_states).view(bsz, num_frames, channels)
-        return self.dropout(F.linear(hidden_states, self.down_conv.weight.squeeze(-1), self.down_conv.bias))
+        return self.dropout(_pointwise(self.down_conv, hidden_states))
 
 
 class GraniteSpeechNarConformerBlock(GradientCheckpointingLayer):
@@ -391,7 +400,7 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
         if layout is not None:
             input_features = layout.pack(input_features)
 
-        hidden_states = self.input_linear(input_features.to(self.input_linear.weight.dtype))
+        hidden_states = self.input_linear(input_features.to(self.compute_dtype))
         all_hidden = [hidden_states]
         exported = {0: hidden_states} if 0 in config.cat_hidden_layers else {}
         blank_prob = None
@@ -429,6 +438,11 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
         )
         return out if return_dict else out.to_tuple()
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in (a LayerNorm's; linear layers may be int8-quantized)."""
+        return self.layers[0].post_norm.weight.dtype if len(self.layers) else self.input_linear.weight.dtype
 
     def pool(
         self, hidden_states: torch.Tensor, blank_prob: torch.Tensor, frame_mask: torch.Tensor

@@ -96,7 +96,9 @@ def create_app(settings: ServerSettings, engine: BatchEngine | None = None) -> F
     ``settings.device`` / ``settings.dtype``) on its worker thread when the app starts."""
     if engine is None:
         engine = BatchEngine(
-            lambda: load_model(settings.model, device=settings.device, dtype=settings.dtype),
+            lambda: load_model(
+                settings.model, device=settings.device, dtype=settings.dtype, quantize=settings.quantize
+            ),
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_batch_seconds=settings.max_batch_seconds,

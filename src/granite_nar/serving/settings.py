@@ -27,7 +27,7 @@ class ServerSettings:
         max_upload_mb: the largest request body; larger ones get 413.
         max_audio_seconds: the longest audio one request may carry; longer gets 413.
         request_timeout_s: a request not finished by then gets 504 and its work is dropped.
-        device, dtype, threads: where and how the model runs (as for ``granite-nar transcribe``).
+        device, dtype, quantize, threads: where and how the model runs (as for ``granite-nar transcribe``).
         num_editing_steps: editing passes over each CTC draft.
         max_segment_seconds: longer uploads are cut into segments at pauses (docs/long_form.md).
     """
@@ -47,6 +47,7 @@ class ServerSettings:
     request_timeout_s: float = 600.0
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
     threads: int | None = None
     num_editing_steps: int = 1
     max_segment_seconds: float = 30.0

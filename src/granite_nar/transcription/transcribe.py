@@ -39,6 +39,7 @@ from ..lengths import (
 )
 from ..model.ctc import ctc_collapse, ctc_collapse_with_scores, vocabulary_argmax
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
+from ..model.quantization import linear_parameters, quantize_int8
 from .alignment import (
     forced_align,
     group_words,
@@ -98,6 +99,7 @@ def load_model(
     processor: str | os.PathLike | GraniteSpeechNarProcessor | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> tuple[GraniteSpeechNarForCTC, GraniteSpeechNarProcessor]:
     """The model (in eval mode, on ``device``, in ``dtype``) and its processor.
 
@@ -105,8 +107,18 @@ def load_model(
     from the local cache when ``HF_HUB_OFFLINE=1``). Nothing from the checkpoint is executed. Without
     ``processor`` it is loaded from the same place as the model. ``device=None`` keeps a model object where
     it is and puts a loaded one on CUDA when available, else on the CPU. A model object is moved in place.
+    ``quantize="int8"`` runs the linear layers in dynamic int8 on the CPU (opt-in, float32 model; see
+    :func:`granite_nar.quantize_int8` and docs/performance.md); a model object is quantized in place.
     """
     dtype = resolve_dtype(dtype)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize is not None:
+        if dtype not in (None, torch.float32):
+            raise ValueError(f"quantize='int8' runs a float32 model; drop dtype={dtype} or pass float32.")
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"quantize='int8' runs on the CPU only, not on device {device!s}.")
+        device = device or "cpu"
     if isinstance(model, (str, os.PathLike)):
         source = os.fspath(model)
         model = GraniteSpeechNarForCTC.from_pretrained(source, dtype=dtype)
@@ -128,6 +140,8 @@ def load_model(
         model = model.to(torch.device(device))
     if dtype is not None:
         model = model.to(dtype)
+    if quantize is not None:
+        model = quantize_int8(model)
     return model.eval(), processor
 
 
@@ -139,6 +153,7 @@ def transcribe(
     num_editing_steps: int = 1,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
     return_drafts: bool = False,
     progress: bool | None = None,
     on_error: Literal["raise", "skip"] = "raise",
@@ -167,6 +182,7 @@ def transcribe(
         num_editing_steps: editing passes over the CTC draft (0 returns the draft itself).
         device, dtype: where and in which precision to run (``"cuda"``, ``"bfloat16"`` …); see
             :func:`load_model` for the defaults. Features are computed on the same device.
+        quantize: ``"int8"`` for dynamic int8 linear layers on the CPU (opt-in; :func:`load_model`).
         return_drafts: also decode the encoder's CTC draft of each input (and of each segment).
         progress: show a tqdm bar on stderr; default: when there is more than one batch and stderr is a
             terminal.
@@ -218,6 +234,7 @@ def transcribe(
             num_editing_steps=num_editing_steps,
             device=device,
             dtype=dtype,
+            quantize=quantize,
             return_drafts=return_drafts,
             progress=progress,
             on_error=on_error,
@@ -243,6 +260,7 @@ def transcribe_iter(
     num_editing_steps: int = 1,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
     return_drafts: bool = False,
     progress: bool | None = None,
     on_error: Literal["raise", "skip"] = "raise",
@@ -280,7 +298,7 @@ def transcribe_iter(
     inputs = _as_input_list(audio_or_paths)
     if not inputs:
         return
-    model, processor = load_model(model, processor, device=device, dtype=dtype)
+    model, processor = load_model(model, processor, device=device, dtype=dtype, quantize=quantize)
     target_rate = processor.feature_extractor.sampling_rate
     shortest = min_samples_for_audio_token(model.config.projector_config.downsample_rate)
 
@@ -704,7 +722,8 @@ class _SegmentEditor:
         unique, targets = torch.unique(tokens, return_inverse=True)
         columns = torch.cat([unique, unique.new_tensor([self.blank])])
         pooled = job.pooled.float()
-        scores = pooled @ head.weight[columns].float().T + head.bias[columns].float()  # (W, u + 1)
+        weight, bias = linear_parameters(head)
+        scores = pooled @ weight[columns].float().T + bias[columns].float()  # (W, u + 1)
         try:
             path = forced_align(scores, targets, blank=len(unique))
             spans = token_spans(path, tokens.numel())
