@@ -1,7 +1,7 @@
 """``granite-nar``: transcribe audio files, serve the model, or run a corpus on Ray, from the command line.
 
     granite-nar transcribe FILE... --model PATH_OR_HUB_ID [--batch-size N] [--device DEV] [--dtype T]
-                           [--quantize int8]
+                           [--quantize int8] [--compile]
                            [--threads N] [--editing-steps K] [--output txt|json|jsonl|srt|vtt|tsv|all]
                            [--output-dir DIR] [--word-timestamps] [--drafts] [--no-resample]
                            [--allow-truncated] [--progress]
@@ -138,7 +138,9 @@ def _transcribe(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnknownConfigFieldWarning)
-            model, processor = load_model(model_ref, device=device, dtype=args.dtype, quantize=args.quantize)
+            model, processor = load_model(
+                model_ref, device=device, dtype=args.dtype, quantize=args.quantize, compile=args.compile
+            )
     except Exception as err:  # any loading failure is one line for the user, not a traceback
         raise _UsageError(f"cannot load the model from {model_ref}: {err}") from None
     shown = set()

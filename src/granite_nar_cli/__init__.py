@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="compute precision"
     )
     tr.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the repeated blocks: opt-in, the first calls compile (docs/performance.md)",
+    )
+    tr.add_argument(
         "--quantize",
         default=None,
         choices=["int8"],

@@ -37,6 +37,7 @@ from ..lengths import (
     min_samples_for_audio_token,
     num_encoder_frames,
 )
+from ..model.compilation import compile_blocks
 from ..model.ctc import ctc_collapse, ctc_collapse_with_scores, vocabulary_argmax
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from ..model.quantization import linear_parameters, quantize_int8
@@ -100,6 +101,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     quantize: str | None = None,
+    compile: bool = False,
 ) -> tuple[GraniteSpeechNarForCTC, GraniteSpeechNarProcessor]:
     """The model (in eval mode, on ``device``, in ``dtype``) and its processor.
 
@@ -109,6 +111,8 @@ def load_model(
     it is and puts a loaded one on CUDA when available, else on the CPU. A model object is moved in place.
     ``quantize="int8"`` runs the linear layers in dynamic int8 on the CPU (opt-in, float32 model; see
     :func:`granite_nar.quantize_int8` and docs/performance.md); a model object is quantized in place.
+    ``compile=True`` compiles the conformer blocks and editor layers with ``torch.compile`` (opt-in; the
+    first calls pay the compile time; :func:`granite_nar.model.compilation.compile_blocks`).
     """
     dtype = resolve_dtype(dtype)
     if quantize not in (None, "int8"):
@@ -142,6 +146,8 @@ def load_model(
         model = model.to(dtype)
     if quantize is not None:
         model = quantize_int8(model)
+    if compile:
+        model = compile_blocks(model)
     return model.eval(), processor
 
 
@@ -154,6 +160,7 @@ def transcribe(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     quantize: str | None = None,
+    compile: bool = False,
     return_drafts: bool = False,
     progress: bool | None = None,
     on_error: Literal["raise", "skip"] = "raise",
@@ -183,6 +190,7 @@ def transcribe(
         device, dtype: where and in which precision to run (``"cuda"``, ``"bfloat16"`` …); see
             :func:`load_model` for the defaults. Features are computed on the same device.
         quantize: ``"int8"`` for dynamic int8 linear layers on the CPU (opt-in; :func:`load_model`).
+        compile: compile the repeated blocks with ``torch.compile`` (opt-in; :func:`load_model`).
         return_drafts: also decode the encoder's CTC draft of each input (and of each segment).
         progress: show a tqdm bar on stderr; default: when there is more than one batch and stderr is a
             terminal.
@@ -235,6 +243,7 @@ def transcribe(
             device=device,
             dtype=dtype,
             quantize=quantize,
+            compile=compile,
             return_drafts=return_drafts,
             progress=progress,
             on_error=on_error,
@@ -261,6 +270,7 @@ def transcribe_iter(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     quantize: str | None = None,
+    compile: bool = False,
     return_drafts: bool = False,
     progress: bool | None = None,
     on_error: Literal["raise", "skip"] = "raise",
@@ -298,7 +308,9 @@ def transcribe_iter(
     inputs = _as_input_list(audio_or_paths)
     if not inputs:
         return
-    model, processor = load_model(model, processor, device=device, dtype=dtype, quantize=quantize)
+    model, processor = load_model(
+        model, processor, device=device, dtype=dtype, quantize=quantize, compile=compile
+    )
     target_rate = processor.feature_extractor.sampling_rate
     shortest = min_samples_for_audio_token(model.config.projector_config.downsample_rate)
 
