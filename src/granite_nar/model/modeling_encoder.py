@@ -169,13 +169,14 @@ class GraniteSpeechNarConformerAttention(nn.Module):
         bsz, num_frames, _ = hidden_states.shape
         num_blocks = -(num_frames // -self.context_size)
         pad = num_blocks * self.context_size - num_frames
-        # Padding comes after the LayerNorm, as in the reference (docs/reference_behaviour.md §3.1.3 step 1).
-        hidden_states = F.pad(hidden_states, (0, 0, 0, pad))
+        # The reference zero-pads the normalised frames to whole blocks before projecting them
+        # (docs/reference_behaviour.md §3.1.3 step 1). to_q and to_kv have no bias, so a zero frame projects to
+        # zero: padding the projections instead gives the same tensors without multiplying the padding.
+        query = F.pad(self.to_q(hidden_states), (0, 0, 0, pad))
+        key, value = F.pad(self.to_kv(hidden_states), (0, 0, 0, pad)).chunk(2, dim=-1)
         key_mask = F.pad(key_mask, (0, pad), value=False)
 
         flat = bsz * num_blocks
-        query = self.to_q(hidden_states)
-        key, value = self.to_kv(hidden_states).chunk(2, dim=-1)
         # (B, nb * C, H * d) -> (B * nb, H, C, d)
         query = query.reshape(flat, self.context_size, self.num_heads, -1).transpose(1, 2)
         key = key.reshape(flat, self.context_size, self.num_heads, -1).transpose(1, 2)
