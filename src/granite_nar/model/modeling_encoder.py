@@ -300,10 +300,11 @@ class GraniteSpeechNarConformerBlock(GradientCheckpointingLayer):
         frame_mask: torch.Tensor,
         conv_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        hidden_states = 0.5 * self.ff1(hidden_states) + hidden_states
+        # add(x, y, alpha=0.5) is x + 0.5 * y with the same rounding, in one pass instead of two.
+        hidden_states = torch.add(hidden_states, self.ff1(hidden_states), alpha=0.5)
         hidden_states = self.attn(hidden_states, attention_dists, frame_mask) + hidden_states
         hidden_states = self.conv(hidden_states, conv_mask) + hidden_states
-        hidden_states = 0.5 * self.ff2(hidden_states) + hidden_states
+        hidden_states = torch.add(hidden_states, self.ff2(hidden_states), alpha=0.5)
         return self.post_norm(hidden_states)
 
 
