@@ -132,6 +132,8 @@ class GraniteSpeechNarProjector(nn.Module):
         Returns ``(B, ceil(T / window_size) * num_queries, hidden_size)``; an utterance of ``T_b``
         frames uses only the first ``T_b // downsample_rate`` rows.
         """
+        if frame_mask is not None and not bool(frame_mask.all()):
+            return self._forward_needed_windows(encoder_states, frame_mask)
         bsz, num_frames, width = encoder_states.shape
         chunks = encoder_states.view(bsz, num_frames, self.num_chunks, width // self.num_chunks)
         hidden = self.norm(chunks).view(bsz, num_frames, width)
@@ -144,3 +146,31 @@ class GraniteSpeechNarProjector(nn.Module):
         windows = hidden.view(-1, window, hidden.shape[-1])  # (B * nb, 15, D)
         out = self.qformer(windows)  # (B * nb, 3, D)
         return out.view(bsz, -1, out.shape[-1])  # (B, nb * 3, D)
+
+    def _forward_needed_windows(self, encoder_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for a batch with padding, computing only the windows that hold an audio token.
+
+        Windows are independent, so each utterance's first ``ceil((T_b // downsample_rate) / num_queries)``
+        windows are gathered from its own frames (frames past ``T_b`` become the zeros the reference pads
+        with), run together, and put back in place; the rows of other windows are zero and unused. A
+        mixed-length batch then costs its utterances' windows, not ``B`` times the longest.
+        """
+        bsz, num_frames, width = encoder_states.shape
+        window, queries = self.config.window_size, self.qformer.num_queries
+        num_windows = -(num_frames // -window)
+        lengths = frame_mask.sum(dim=1)
+        tokens = torch.div(lengths, self.config.downsample_rate, rounding_mode="floor")
+        needed = torch.arange(num_windows, device=frame_mask.device)[None, :] < -(tokens[:, None] // -queries)
+        batch_index, window_index = needed.nonzero(as_tuple=True)  # (N,) each
+        frames = window_index[:, None] * window + torch.arange(window, device=frame_mask.device)  # (N, 15)
+        inside = frames.clamp(max=num_frames - 1)
+        valid = frame_mask[batch_index[:, None], inside] & (frames < num_frames)
+        states = encoder_states[batch_index[:, None], inside]  # (N, 15, width)
+        chunks = states.view(*frames.shape, self.num_chunks, width // self.num_chunks)
+        hidden = F.gelu(self.proj(self.norm(chunks).view(*frames.shape, width)))
+        hidden = hidden * valid[..., None].to(
+            hidden.dtype
+        )  # zero padding after the GELU, as in the reference
+        out = encoder_states.new_zeros(bsz, num_windows, queries, hidden.shape[-1])
+        out[batch_index, window_index] = self.qformer(hidden)  # (N, 3, D)
+        return out.view(bsz, num_windows * queries, -1)
