@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -293,3 +295,37 @@ def test_cli_mfu_reports_utilisation(tmp_path, capsys):
     assert rows[1]["flops"]["lm"] == 2 * rows[0]["flops"]["lm"]
     printed = capsys.readouterr().out
     assert "| MFU total |" in printed and "GEMM peak" in printed
+
+
+def test_compare_versions_runs_two_copies_of_one_version_side_by_side(tmp_path, capsys):
+    import compare_versions
+
+    import granite_nar
+
+    package = Path(granite_nar.__file__).parent
+    report = compare_versions.main(
+        [
+            "--before",
+            str(package),
+            "--config",
+            "tiny",
+            "--dtype",
+            "float32",
+            "--settings",
+            "b1_5s",
+            "b8_mixed",
+            "--repeats",
+            "1",
+            "--json",
+            str(tmp_path / "compare.json"),
+        ]
+    )
+    assert json.loads((tmp_path / "compare.json").read_text()) == json.loads(json.dumps(report))
+    assert [row["setting"] for row in report["rows"]] == ["b1_5s", "b8_mixed"]
+    for row in report["rows"]:
+        assert row["tokens_identical"]  # the same code on the same weights
+        for side in ("before", "after"):
+            assert row[side]["rtfx"] == pytest.approx(row["audio_s"] / row[side]["median_s"])
+            assert 0 < row[side]["mfu"] <= 1
+    assert "granite_nar_before" in sys.modules and sys.modules["granite_nar_before"] is not granite_nar
+    assert "tokens identical: True" in capsys.readouterr().out
