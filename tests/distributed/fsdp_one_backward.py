@@ -64,6 +64,9 @@ def main(out: str) -> None:
     if rank == 0:
         torch.save({"loss": loss.item(), "grads": grads, "world": world}, out)
     if world > 1:
+        # Both ranks tear gloo down together: a rank that destroys the group while the other still uses it
+        # can abort ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
