@@ -21,6 +21,7 @@ from ..lengths import lengths_from_mask, lengths_to_mask, num_audio_tokens
 from .configuration_granite_speech_nar import GraniteSpeechNarConfig
 from .modeling_encoder import GraniteSpeechNarEncoder, relative_distances
 from .modeling_projector import GraniteSpeechNarProjector, GraniteSpeechNarQFormer
+from .quantization import is_quantized
 
 __all__ = ["GraniteSpeechAudioPreTrainedModel", "check_input_features", "project_audio"]
 
@@ -50,7 +51,7 @@ class GraniteSpeechAudioPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, refused for an int8-quantized model (its packed int8 weights
         have no checkpoint format here): save the float model and quantize after loading."""
-        if getattr(self, "_granite_nar_quantization", None) is not None:
+        if is_quantized(self):
             raise ValueError(
                 f"cannot save an int8-quantized model to {save_directory!s}: quantization is applied at load "
                 "time. Save the float32 model instead and call granite_nar.quantize_int8 after loading it."

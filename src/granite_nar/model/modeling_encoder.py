@@ -428,7 +428,7 @@ class GraniteSpeechNarEncoder(GraniteSpeechNarEncoderPreTrainedModel):
             hidden_states, projector_input, char_logits = map(
                 layout.unpack, (hidden_states, projector_input, char_logits)
             )
-            blank_prob = layout.unpack(blank_prob[..., None])[..., 0]
+            blank_prob = layout.unpack(blank_prob)
             all_hidden = [layout.unpack(h) for h in all_hidden] if output_hidden_states else all_hidden
         pooled, pooled_lengths = self.pool(hidden_states, blank_prob, frame_mask)
         out = GraniteSpeechNarEncoderOutput(

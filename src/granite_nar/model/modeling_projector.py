@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from ..lengths import num_audio_tokens
 from .configuration_granite_speech_nar import GraniteSpeechNarProjectorConfig
 
 __all__ = ["GraniteSpeechNarProjector"]
@@ -138,8 +139,6 @@ class GraniteSpeechNarProjector(nn.Module):
         chunks = encoder_states.view(bsz, num_frames, self.num_chunks, width // self.num_chunks)
         hidden = self.norm(chunks).view(bsz, num_frames, width)
         hidden = F.gelu(self.proj(hidden))  # exact erf GELU
-        if frame_mask is not None and not bool(frame_mask.all()):
-            hidden = hidden * frame_mask[..., None].to(hidden.dtype)
         window = self.config.window_size
         pad = -num_frames % window
         hidden = F.pad(hidden, (0, 0, 0, pad))  # zero padding after the GELU, as in the reference
@@ -159,7 +158,7 @@ class GraniteSpeechNarProjector(nn.Module):
         window, queries = self.config.window_size, self.qformer.num_queries
         num_windows = -(num_frames // -window)
         lengths = frame_mask.sum(dim=1)
-        tokens = torch.div(lengths, self.config.downsample_rate, rounding_mode="floor")
+        tokens = num_audio_tokens(lengths, self.config.downsample_rate)
         needed = torch.arange(num_windows, device=frame_mask.device)[None, :] < -(tokens[:, None] // -queries)
         batch_index, window_index = needed.nonzero(as_tuple=True)  # (N,) each
         frames = window_index[:, None] * window + torch.arange(window, device=frame_mask.device)  # (N, 15)
@@ -168,9 +167,8 @@ class GraniteSpeechNarProjector(nn.Module):
         states = encoder_states[batch_index[:, None], inside]  # (N, 15, width)
         chunks = states.view(*frames.shape, self.num_chunks, width // self.num_chunks)
         hidden = F.gelu(self.proj(self.norm(chunks).view(*frames.shape, width)))
-        hidden = hidden * valid[..., None].to(
-            hidden.dtype
-        )  # zero padding after the GELU, as in the reference
+        # Zero padding after the GELU, as in the reference.
+        hidden = hidden * valid[..., None].to(hidden.dtype)
         out = encoder_states.new_zeros(bsz, num_windows, queries, hidden.shape[-1])
         out[batch_index, window_index] = self.qformer(hidden)  # (N, 3, D)
         return out.view(bsz, num_windows * queries, -1)
