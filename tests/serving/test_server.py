@@ -333,3 +333,14 @@ def test_not_ready_while_the_model_loads():
         loading.set()
         assert engine.wait_ready(60)
         assert httpx.get(f"{live.url}/ready").json()["status"] == "ready"
+
+
+def test_a_quantized_server_answers_what_a_quantized_transcribe_gives():
+    from granite_nar import transcribe
+    from granite_nar.model.quantization import is_quantized
+
+    with LiveServer(quantize="int8", device="cpu") as live:
+        assert is_quantized(live.engine._model)
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        got = _create(client, DEMO, response_format="text")
+    assert got == transcribe(str(DEMO), str(MODEL), quantize="int8", device="cpu")[0] + "\n"
