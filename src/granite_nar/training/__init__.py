@@ -35,6 +35,7 @@ from .presets import (
     merged_state_dict,
     unwrap_model,
 )
+from .sequence import SequenceLosses, SequenceObjective, compute_sequence_losses
 from .trainer import (
     ADAPTER_SUBFOLDER,
     GraniteSpeechNarTrainer,
@@ -73,6 +74,9 @@ __all__ = [
     "is_peft_model",
     "merged_state_dict",
     "unwrap_model",
+    "SequenceLosses",
+    "SequenceObjective",
+    "compute_sequence_losses",
     "ADAPTER_SUBFOLDER",
     "GraniteSpeechNarTrainer",
     "NarLosses",

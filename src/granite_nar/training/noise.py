@@ -15,6 +15,13 @@ encoder are acoustically plausible ones. ``sampling_temperature > 0`` makes draf
 of the greedy CTC path, each 80 ms window's token is *sampled* from the encoder's BPE posterior at that
 temperature and the samples are collapsed as usual, so the draft errs where the encoder is unsure, with
 the tokens it hesitates between (:meth:`sample_drafts`; the token noise is applied after it).
+
+Multi-step editing feeds the editor its own output: step 2 edits what step 1 wrote. Drafts that are the
+encoder's output (corrupted or not) never look like that, so a second step trained only on them tends to
+change nothing, or to undo good edits. ``self_correction_prob`` replaces a drafted utterance's draft by the
+model's own greedy edit of it (computed without gradients, the editor in inference mode), so that the
+editor also learns to fix what its first pass missed (:func:`~granite_nar.training.compute_nar_losses`
+does this; it needs the model, so it is not part of :meth:`__call__`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class DraftNoise:
         insertion_prob: per draft token, probability of inserting a random token after it (and once
             before the first token).
         reference_prob: per utterance, probability of starting from the reference instead of the draft.
+        self_correction_prob: per utterance, probability of starting from the model's own edit-1 output
+            of its draft (self-correction training; applied by ``compute_nar_losses``, without token noise).
         sampling_temperature: when > 0, drafts are sampled from the encoder's CTC posterior at this
             temperature instead of taken greedily (needs the BPE logits; see :meth:`sample_drafts`).
         vocab_size: size of the vocabulary random tokens are drawn from.
@@ -48,6 +57,7 @@ class DraftNoise:
     deletion_prob: float = 0.0
     insertion_prob: float = 0.0
     reference_prob: float = 0.0
+    self_correction_prob: float = 0.0
     sampling_temperature: float = 0.0
     vocab_size: int | None = None
     excluded_ids: Sequence[int] = ()
@@ -56,7 +66,13 @@ class DraftNoise:
     _candidates: torch.Tensor | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
-        for name in ("substitution_prob", "deletion_prob", "insertion_prob", "reference_prob"):
+        for name in (
+            "substitution_prob",
+            "deletion_prob",
+            "insertion_prob",
+            "reference_prob",
+            "self_correction_prob",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}.")
@@ -92,6 +108,12 @@ class DraftNoise:
         probs = torch.softmax(bpe_logits.detach().float().cpu() / self.sampling_temperature, dim=-1)
         picks = torch.multinomial(probs, 1, generator=self._generator).flatten()  # (ΣW,)
         return [d.to(bpe_logits.device) for d in ctc_collapse(picks, lengths, blank)]
+
+    def self_correction_mask(self, batch_size: int) -> torch.Tensor:
+        """``(B,)`` bool: which utterances of a batch start from the model's own edit-1 output."""
+        if self.self_correction_prob <= 0:
+            return torch.zeros(batch_size, dtype=torch.bool)
+        return torch.rand(batch_size, generator=self._generator) < self.self_correction_prob
 
     def _random_tokens(self, count: int) -> torch.Tensor:
         if self._candidates is None:

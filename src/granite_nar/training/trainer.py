@@ -131,6 +131,10 @@ def compute_nar_losses(
             drafts = draft_noise.sample_drafts(audio.bpe_logits, audio.bpe_lengths.tolist(), blank)
         if draft_noise is not None and draft_noise.enabled:
             drafts = draft_noise(drafts, labels, label_lengths)
+        if draft_noise is not None and draft_noise.self_correction_prob > 0:
+            chosen = draft_noise.self_correction_mask(len(drafts))
+            if bool(chosen.any()):
+                drafts = _self_correction_drafts(base, audio, drafts, chosen)
         # The inner model, not base(...): this may run inside the root's forward (loss_closure), and a
         # wrapped root forward (accelerate's autocast) must not be entered twice.
         edited = base.model(
@@ -162,6 +166,31 @@ def compute_nar_losses(
         char_ctc_loss_lambda=char_ctc_loss_lambda,
         divisor=divisor,
     )
+
+
+def _self_correction_drafts(
+    base, audio, drafts: list[torch.Tensor], chosen: torch.Tensor
+) -> list[torch.Tensor]:
+    """``drafts`` with the chosen utterances' entries replaced by the model's greedy edit of the *encoder's*
+    draft (what step 1 writes at inference), computed without gradients and with the editor in inference
+    mode (no dropout)."""
+    index = chosen.nonzero().flatten().tolist()
+    editor = base.model.language_model
+    was_training = editor.training
+    editor.eval()
+    try:
+        with torch.no_grad():
+            edits = base.generate(
+                audio_embeds=[audio.audio_embeds[b, : int(audio.audio_lengths[b])] for b in index],
+                input_ids=[audio.draft_ids[b] for b in index],
+                num_editing_steps=1,
+            )
+    finally:
+        editor.train(was_training)
+    drafts = list(drafts)
+    for b, edit in zip(index, edits, strict=True):
+        drafts[b] = edit.to(drafts[b].device)
+    return drafts
 
 
 def data_parallel_divisor(count: torch.Tensor) -> torch.Tensor:
@@ -305,6 +334,7 @@ class GraniteSpeechNarTrainer(Trainer):
         log_fn: Callable[[dict], None] | None = None,
         processor=None,
         save_merged: bool = True,
+        sequence_objective=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -325,6 +355,11 @@ class GraniteSpeechNarTrainer(Trainer):
         self.char_ctc_loss_lambda = char_ctc_loss_lambda
         self.transcription_evaluator = transcription_evaluator
         self.log_fn = log_fn
+        self.sequence_objective = sequence_objective
+        if sequence_objective is not None and getattr(self.processor, "tokenizer", None) is None:
+            raise ValueError(
+                "sequence_objective needs a processor (its tokenizer decodes the sampled hypotheses)."
+            )
         # compute_loss returns a per-batch mean: let Trainer divide it for gradient accumulation.
         self.loss_is_scaled_for_ga = False
         self._component_sums: dict[str, float] = defaultdict(float)
@@ -333,8 +368,22 @@ class GraniteSpeechNarTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Through the model's forward (loss_closure): DistributedDataParallel syncs gradients only for
         # work done inside a forward call, and FSDP gathers its shards there.
-        losses = model(
-            loss_closure=partial(
+        if self.sequence_objective is not None and model.training:
+            from .sequence import compute_sequence_losses
+
+            tokenizer = self.processor.tokenizer
+            closure = partial(
+                compute_sequence_losses,
+                input_features=inputs["input_features"],
+                input_features_mask=inputs.get("input_features_mask"),
+                labels=inputs["labels"],
+                label_lengths=inputs["label_lengths"],
+                objective=self.sequence_objective,
+                decode=partial(tokenizer.batch_decode, skip_special_tokens=True),
+                divisor=data_parallel_divisor if _data_parallel() else None,
+            )
+        else:
+            closure = partial(
                 compute_nar_losses,
                 input_features=inputs["input_features"],
                 input_features_mask=inputs.get("input_features_mask"),
@@ -347,7 +396,7 @@ class GraniteSpeechNarTrainer(Trainer):
                 char_ctc_loss_lambda=self.char_ctc_loss_lambda,
                 divisor=data_parallel_divisor if _data_parallel() else None,
             )
-        )
+        losses = model(loss_closure=closure)
         if model.training:
             for name, value in losses.components().items():
                 self._component_sums[name] += value
