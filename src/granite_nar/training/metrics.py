@@ -1,12 +1,14 @@
-"""Word and character error rates with our own edit distance and a text-normalisation hook.
+"""Word and character error rates: jiwer's edit distance, our tokenisation and a text-normalisation hook.
 
 ``WER = (S + D + I) / N`` over words and ``CER`` the same over characters, where ``N`` is the number of
-reference units and ``S``, ``D``, ``I`` come from one minimum-cost alignment (all three cost 1). Rates over a
+reference units and ``S``, ``D``, ``I`` come from one minimum-cost alignment (all three cost 1), computed
+by jiwer (the ``eval`` or ``train`` extra) on sequences this module has already tokenised. Rates over a
 corpus add up the errors and reference lengths of all utterances before dividing (as jiwer does), so long
 utterances weigh more than short ones.
 
 Normalisation is a plain callable ``str -> str`` applied to references and hypotheses alike. The default,
-:func:`basic_normalize`, lowercases, removes punctuation and collapses whitespace. Scripts written without
+:func:`basic_normalize`, case-folds, removes punctuation and collapses whitespace;
+:mod:`granite_nar.training.normalizers` composes others (Whisper's English normaliser among them). Scripts written without
 spaces (Chinese, Japanese) have no words: :func:`split_words` turns every CJK character into its own token,
 so "WER" there is a character rate over CJK characters and a word rate over the Latin words mixed in, and
 :func:`char_error_rate` can ignore spaces (``ignore_spaces=True``), which is the usual CER for those
@@ -16,7 +18,7 @@ languages.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "edit_distance",
     "basic_normalize",
     "identity_normalize",
+    "remove_punctuation",
     "is_cjk_char",
     "split_words",
     "split_chars",
@@ -58,55 +61,70 @@ class EditCounts:
         )
 
 
-def edit_distance(reference: Sequence, hypothesis: Sequence) -> EditCounts:
-    """Levenshtein alignment of two token sequences (unit costs), with its S / D / I breakdown.
+def edit_distance(reference: Sequence[Hashable], hypothesis: Sequence[Hashable]) -> EditCounts:
+    """Levenshtein alignment of two token sequences (unit costs), with its S / D / I breakdown, by jiwer.
 
-    Among alignments of minimum total cost, ties are broken towards substitutions, then deletions, then
-    insertions, so e.g. ``"a b" → "c"`` counts one substitution and one deletion (jiwer does the same).
+    Tokens are any hashable values (words, characters, token ids). The total ``S + D + I`` is the edit
+    distance; among the alignments of that cost jiwer (rapidfuzz) picks one by a fixed rule, which decides
+    how a tie splits into kinds (``tests/training/test_metrics.py`` spells the rule out in plain Python):
+    ``"a b" → "c"`` counts one substitution and one deletion.
+
+    Raises:
+        ImportError: jiwer is not installed (it comes with the ``eval`` and ``train`` extras).
     """
     n, m = len(reference), len(hypothesis)
-    # cost[i][j]: distance between reference[:i] and hypothesis[:j]; O(n·m) is fine for transcripts.
-    cost = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        cost[i][0] = i
-    for j in range(m + 1):
-        cost[0][j] = j
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            diagonal = cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1])
-            cost[i][j] = min(diagonal, cost[i - 1][j] + 1, cost[i][j - 1] + 1)
-    # Walk back along one optimal path to split the distance into S, D and I.
-    i, j, subs, dels, ins = n, m, 0, 0, 0
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and cost[i][j] == cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]):
-            subs += reference[i - 1] != hypothesis[j - 1]
-            i, j = i - 1, j - 1
-        elif i > 0 and cost[i][j] == cost[i - 1][j] + 1:
-            dels += 1
-            i -= 1
-        else:
-            ins += 1
-            j -= 1
-    return EditCounts(subs, dels, ins, n)
+    if n == 0 or m == 0:  # nothing to align
+        return EditCounts(0, n, m, n)
+    jiwer = _import_jiwer()
+    # jiwer aligns lists of strings: give every distinct token a string of its own, so that tokens of any
+    # hashable type (ids, characters, words) compare exactly as they are.
+    keys: dict[Hashable, str] = {}
+    ref = [keys.setdefault(token, str(len(keys))) for token in reference]
+    hyp = [keys.setdefault(token, str(len(keys))) for token in hypothesis]
+    keep = jiwer.Compose([])  # the sentences are tokenised already: no transform
+    out = jiwer.process_words([ref], [hyp], keep, keep)
+    return EditCounts(out.substitutions, out.deletions, out.insertions, n)
+
+
+JIWER_HINT = "pip install jiwer (or, from a clone, the eval extra: pip install -e '.[eval]')"
+
+
+def _import_jiwer():
+    try:
+        import jiwer
+    except ImportError as err:
+        raise ImportError(
+            f"word and character error rates need the jiwer package ({err}); {JIWER_HINT}"
+        ) from None
+    return jiwer
 
 
 def _is_punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
-def basic_normalize(text: str) -> str:
-    """Lowercase, replace punctuation by spaces (apostrophes inside words are kept), collapse whitespace.
+def remove_punctuation(text: str) -> str:
+    """Replace punctuation (Unicode category ``P*``) by spaces, keeping apostrophes inside words.
 
-    ``"Don't stop, Mr. Smith!"`` → ``"don't stop mr smith"``.
+    ``"Don't stop, Mr. Smith!"`` → ``"Don't stop  Mr  Smith "`` (whitespace is left for the caller to
+    collapse); ``'``, ``’`` count as inside a word when a letter or digit is on both sides.
     """
-    text = unicodedata.normalize("NFKC", text).lower()
     chars = []
     for k, char in enumerate(text):
         inner_apostrophe = (
             char in "'’" and 0 < k < len(text) - 1 and text[k - 1].isalnum() and text[k + 1].isalnum()
         )
         chars.append(char if inner_apostrophe or not _is_punctuation(char) else " ")
-    return " ".join("".join(chars).split())
+    return "".join(chars)
+
+
+def basic_normalize(text: str) -> str:
+    """NFKC, case folding (:meth:`str.casefold`), punctuation replaced by spaces (apostrophes inside words
+    are kept), whitespace collapsed.
+
+    ``"Don't stop, Mr. Smith!"`` → ``"don't stop mr smith"``; ``"Straße"`` → ``"strasse"``.
+    """
+    return " ".join(remove_punctuation(unicodedata.normalize("NFKC", text).casefold()).split())
 
 
 def identity_normalize(text: str) -> str:
@@ -157,8 +175,8 @@ class ErrorRate:
     """A corpus error rate with its counts. ``rate`` is ``errors / reference_length``.
 
     An empty reference (``reference_length == 0``) gives 0.0 without errors and ``float(errors)`` otherwise,
-    i.e. it counts as one reference unit so that insertions against silence are still visible (jiwer raises
-    instead).
+    i.e. it counts as one reference unit so that insertions against silence are still visible (jiwer 4 does
+    the same).
     """
 
     counts: EditCounts
