@@ -5,7 +5,10 @@
         --multi-prob 0.25 --max-seconds 30 --num-test-long 100
 
 Writes wavs/, train.jsonl, dev.jsonl, test.jsonl (test_long.jsonl with --num-test-long), tokenizer/ and
-corpus_info.json under --out (see docs/synthetic_data.md). Without the multi-sentence options every
+corpus_info.json under --out (see docs/synthetic_data.md). Each manifest row also records how it was
+rendered (voice, variant, rate, rate_band, noise, snr_db): the fields evaluation reports slice by.
+``--annotate DIR`` adds those fields to the manifests of a corpus made before they existed (nothing is
+rendered again). Without the multi-sentence options every
 utterance is one sentence, as in corpora made before they existed.
 """
 
@@ -16,12 +19,15 @@ import json
 import sys
 import time
 
-from granite_nar.testing.synthetic_speech import EspeakNotFoundError, make_corpus
+from granite_nar.testing.synthetic_speech import EspeakNotFoundError, annotate_corpus, make_corpus
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", help="output folder (created)")
+    p.add_argument("--annotate", metavar="DIR", help="add the render fields to an existing corpus and exit")
+    p.add_argument("--voices", nargs="+", help="espeak-ng voices to draw from (default: eight English ones)")
+    p.add_argument("--variants", nargs="+", help='voice variants to draw from ("" = none; default: 16)')
     p.add_argument("--num-train", type=int, default=2000)
     p.add_argument("--num-dev", type=int, default=100)
     p.add_argument("--num-test", type=int, default=100)
@@ -67,6 +73,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.annotate:
+        print(f"annotated {annotate_corpus(args.annotate)} rows")
+        return 0
+    if not args.out:
+        print("error: --out is required (or --annotate DIR)", file=sys.stderr)
+        return 2
+    choices = {}
+    if args.voices:
+        choices["voices"] = args.voices
+    if args.variants:
+        choices["variants"] = args.variants
     t0 = time.perf_counter()
     try:
         info = make_corpus(
@@ -88,6 +105,7 @@ def main(argv=None) -> int:
             num_test_long=args.num_test_long,
             long_min_seconds=args.long_min_seconds,
             espeak=args.espeak,
+            **choices,
         )
     except EspeakNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,17 +11,21 @@ import numpy as np
 import pytest
 
 from granite_nar.testing.synthetic_speech import (
+    DEFAULT_VARIANTS,
+    DEFAULT_VOICES,
     EOT_TOKEN,
     PAD_TOKEN,
     EspeakNotFoundError,
     RenderParams,
     add_noise,
+    annotate_corpus,
     check_round_trip,
     find_espeak,
     generate_sentences,
     grammar_vocabulary,
     load_manifest,
     make_corpus,
+    render_fields,
     synthesize,
     synthesize_sentences,
     train_tokenizer,
@@ -109,6 +113,26 @@ def test_add_noise_hits_requested_snr():
         add_noise(speech, 20.0, "brown", rng)
 
 
+def test_render_fields_describe_the_rendering():
+    assert render_fields(RenderParams(voice="en-gb+f3", rate=159, noise="pink", snr_db=9.5)) == {
+        "voice": "en-gb",
+        "variant": "f3",
+        "rate": 159,
+        "rate_band": "slow",
+        "noise": "pink",
+        "snr_db": 9.5,
+    }
+    fields = render_fields(RenderParams(voice="en-us", rate=160))
+    assert (fields["variant"], fields["rate_band"], fields["noise"], fields["snr_db"]) == (
+        "",
+        "medium",
+        "clean",
+        None,
+    )
+    assert render_fields(RenderParams(rate=179))["rate_band"] == "medium"
+    assert render_fields(RenderParams(rate=180))["rate_band"] == "fast"
+
+
 def test_missing_espeak_says_how_to_install():
     with pytest.raises(EspeakNotFoundError, match="apt-get install -y espeak-ng"):
         find_espeak("no-such-espeak-binary-xyz")
@@ -151,7 +175,19 @@ def test_tiny_corpus_manifests(tmp_path):
         assert len(lines) == 1
         for line in lines:
             row = json.loads(line)
-            assert set(row) == {"audio_path", "text", "duration_sec"}
+            assert set(row) == {
+                "audio_path",
+                "text",
+                "duration_sec",
+                "voice",
+                "variant",
+                "rate",
+                "rate_band",
+                "noise",
+                "snr_db",
+            }
+            assert row["noise"] in ("white", "pink") and 17 <= row["snr_db"] <= 23  # noise_prob 1, 20 +- 3 dB
+            assert row["voice"] in DEFAULT_VOICES and row["variant"] in DEFAULT_VARIANTS
             assert row["text"].strip() and row["text"] == row["text"].strip()
             rel = Path(row["audio_path"])
             assert not rel.is_absolute() and ".." not in rel.parts
@@ -167,6 +203,17 @@ def test_tiny_corpus_manifests(tmp_path):
     saved = json.loads((tmp_path / "corpus_info.json").read_text())
     assert saved["vocab_size"] == info["vocab_size"] and saved["pad_token_id"] == info["vocab_size"] - 2
     assert saved["ctc_infeasible_utterances"] == 0
+    # A corpus whose manifests predate the render fields gets exactly these back from its seed.
+    written = {split: (tmp_path / f"{split}.jsonl").read_text() for split in ("train", "dev", "test")}
+    for split in written:
+        rows = [json.loads(line) for line in written[split].splitlines()]
+        plain = [{k: row[k] for k in ("audio_path", "text", "duration_sec")} for row in rows]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
+    assert annotate_corpus(tmp_path) == 3
+    for split, text in written.items():
+        assert [json.loads(x) for x in (tmp_path / f"{split}.jsonl").read_text().splitlines()] == [
+            json.loads(x) for x in text.splitlines()
+        ]
 
     from transformers import AutoTokenizer
 

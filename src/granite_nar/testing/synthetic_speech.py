@@ -567,6 +567,27 @@ def draw_render_params(
     )
 
 
+RATE_BANDS = ((0, 159, "slow"), (160, 179, "medium"), (180, 10_000, "fast"))
+
+
+def render_fields(params: RenderParams | dict) -> dict:
+    """The manifest fields that describe how an utterance was rendered: ``voice`` (espeak-ng voice),
+    ``variant`` (its ``+variant``, ``""`` for none), ``rate`` (words per minute) and ``rate_band`` (``slow`` below
+    160, ``medium`` below 180, ``fast``), ``noise`` (``clean``, ``white`` or ``pink``) and ``snr_db``
+    (``None`` when clean)."""
+    p = params if isinstance(params, dict) else asdict(params)
+    voice, _, variant = p["voice"].partition("+")
+    band = next(name for low, high, name in RATE_BANDS if low <= p["rate"] <= high)
+    return {
+        "voice": voice,
+        "variant": variant,
+        "rate": p["rate"],
+        "rate_band": band,
+        "noise": p["noise"] or "clean",
+        "snr_db": p["snr_db"],
+    }
+
+
 def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     """16-bit PCM mono WAV bytes to float32. espeak-ng ``--stdout`` writes placeholder chunk sizes, so the
     ``data`` chunk is taken to run to the end of the stream."""
@@ -910,6 +931,33 @@ def _multi_plan(
     }
 
 
+def annotate_corpus(out_dir: str | os.PathLike) -> int:
+    """Add the :func:`render_fields` of every utterance to the manifests of a corpus made by
+    :func:`make_corpus` before manifests carried them. The rendering settings are drawn again from the seed
+    and settings in ``corpus_info.json`` (they are deterministic), so nothing is rendered. Returns the
+    number of rows annotated."""
+    out = Path(out_dir)
+    info = json.loads((out / "corpus_info.json").read_text())
+    count = 0
+    for split in info["counts"]:
+        path = out / f"{split}.jsonl"
+        rows = load_manifest(path, resolve=False)
+        for i, row in enumerate(rows):
+            params = draw_render_params(
+                _split_seed(info["seed"], split, i),
+                voices=info["voices"],
+                variants=info["variants"],
+                rate_range=tuple(info["rate_range"]),
+                pitch_range=tuple(info["pitch_range"]),
+                noise_snr_db=info["noise_snr_db"],
+                noise_prob=info["noise_prob"],
+            )
+            row.update(render_fields(params))
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        count += len(rows)
+    return count
+
+
 def make_corpus(
     out_dir: str | os.PathLike,
     *,
@@ -940,7 +988,9 @@ def make_corpus(
     """Render a synthetic corpus into ``out_dir``.
 
     Layout: ``wavs/{split}/{split}_{i:06d}.wav``; ``{split}.jsonl`` manifests with one
-    ``{"audio_path", "text", "duration_sec"}`` object per line (paths relative to ``out_dir``);
+    ``{"audio_path", "text", "duration_sec"}`` object per line (paths relative to ``out_dir``), plus how it
+    was rendered (:func:`render_fields`: ``voice``, ``variant``, ``rate``, ``rate_band``, ``noise``,
+    ``snr_db``), the fields evaluation reports can be sliced by;
     ``tokenizer/`` (see :func:`train_tokenizer`, trained on the training text plus the grammar's word list);
     ``corpus_info.json`` with the settings and statistics, which are also returned. Sentences are distinct
     across all splits. ``jobs`` worker processes render (default: all CPUs).
@@ -1047,8 +1097,10 @@ def make_corpus(
                 row["text"] = " ".join(jobs_list[k][0][:used])
                 row["duration_sec"] = duration
                 row["_sentences"] = used
+                record = {key: row[key] for key in ("audio_path", "text", "duration_sec")}
+                record.update(render_fields(jobs_list[k][2]))
                 k += 1
-                f.write(json.dumps({key: row[key] for key in ("audio_path", "text", "duration_sec")}) + "\n")
+                f.write(json.dumps(record) + "\n")
 
     t1 = time.perf_counter()
     train_texts = [r["text"] for r in rows["train"]]
