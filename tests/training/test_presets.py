@@ -52,6 +52,53 @@ def test_editor_last_n_trains_the_last_layers_and_final_norm():
         apply_preset(model_tester.create_model(), "editor_last_n", num_layers=3, verbose=False)
 
 
+def test_editor_last_n_head_trains_the_last_layers_the_final_norm_and_the_tied_head(tmp_path):
+    model = model_tester.create_model().train()
+    head = model.get_output_embeddings().weight
+    assert head is model.get_input_embeddings().weight  # lm_head is tied to the editor's embedding
+    totals = {k: n for k, (_, n) in count_parameters(model).parts.items()}
+    _, summary = apply_preset(model, "editor_last_n_head", num_layers=1, verbose=False)
+
+    # Exactly the last layer, the final norm and the one head / embedding tensor (under both of its names).
+    last = len(model.model.language_model.layers) - 1
+    every = dict(model.named_parameters(remove_duplicate=False))
+    expected = {n for n in every if n.startswith(f"model.language_model.layers.{last}.")}
+    expected |= {
+        "model.language_model.norm.weight",
+        "model.language_model.embed_tokens.weight",
+        "lm_head.weight",
+    }
+    assert {n for n, p in every.items() if p.requires_grad} == expected
+    assert summary.trainable == sum(every[n].numel() for n in expected - {"lm_head.weight"})
+    assert _trainable_parts(model) == {"editor": summary.trainable} and summary.total == sum(totals.values())
+    with pytest.raises(ValueError, match="editor_last_n_head needs num_layers"):
+        apply_preset(model_tester.create_model(), "editor_last_n_head", num_layers=3, verbose=False)
+
+    # One optimizer step over all parameters: the frozen ones (and the frozen BatchNorm statistics) do not
+    # move, the head does, and it is still the embedding.
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    feats, mask = model_tester.prepare_features([30, 20], seed=1)
+    labels, lengths = torch.tensor([[3, 4, 5], [5, 6, -100]]), torch.tensor([3, 2])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    compute_nar_losses(model, feats, mask, labels, lengths, encoder_ctc_loss_lambda=1.0).loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert [k for k in before if k not in expected and not torch.equal(before[k], after[k])] == []
+    for name in (
+        "lm_head.weight",
+        "model.language_model.norm.weight",
+        f"model.language_model.layers.{last}.mlp.up_proj.weight",
+    ):
+        assert not torch.equal(before[name], after[name]), name
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight is head
+
+    # Saved and loaded, the head is still tied and holds the trained values.
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+    assert all(torch.equal(v, after[k]) for k, v in loaded.state_dict().items())
+
+
 def test_lora_preset_adapts_only_the_named_linear_layers():
     pytest.importorskip("peft")
     model = model_tester.create_model()

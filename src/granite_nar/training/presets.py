@@ -1,17 +1,20 @@
 """Trainable-parameter presets: which parts of Granite Speech NAR a fine-tuning run updates.
 
-=================  ===========================================================================================
-preset             trainable parameters (everything else is frozen)
-=================  ===========================================================================================
-``full``           all of them
-``encoder``        the conformer encoder and its BPE CTC head (``model.encoder``, ``model.out_bpe``)
-``projector``      the windowed Q-Former projector (``model.projector``)
-``editor``         the whole editor (``model.language_model``: embeddings = tied output head, layers, norm)
-``editor_last_n``  the last ``N`` editor layers and the editor's final RMSNorm (which acts on their output);
-                   the tied embedding / output head stays frozen
-``lora``           low-rank adapters (peft, ``train`` extra) on the linear layers of the encoder and/or the
-                   editor (and optionally the projector); the base weights stay frozen
-=================  ===========================================================================================
+======================  ======================================================================================
+preset                  trainable parameters (everything else is frozen)
+======================  ======================================================================================
+``full``                all of them
+``encoder``             the conformer encoder and its BPE CTC head (``model.encoder``, ``model.out_bpe``)
+``projector``           the windowed Q-Former projector (``model.projector``)
+``editor``              the whole editor (``model.language_model``: embeddings = tied output head, layers,
+                        norm)
+``editor_last_n``       the last ``N`` editor layers and the editor's final RMSNorm (which acts on their
+                        output); the tied embedding / output head stays frozen
+``editor_last_n_head``  ``editor_last_n`` and the output head ``lm_head``, which is tied to the editor's input
+                        embedding (``model.language_model.embed_tokens``): one tensor, trained as both
+``lora``                low-rank adapters (peft, ``train`` extra) on the linear layers of the encoder and/or
+                        the editor (and optionally the projector); the base weights stay frozen
+======================  ======================================================================================
 
 The model authors recommend the LoRA preset on both encoder and editor for domain or language adaptation.
 
@@ -42,7 +45,7 @@ __all__ = [
     "freeze_batch_norm_statistics",
 ]
 
-PRESETS = ("full", "encoder", "projector", "editor", "editor_last_n", "lora")
+PRESETS = ("full", "encoder", "projector", "editor", "editor_last_n", "editor_last_n_head", "lora")
 
 # Submodules of GraniteSpeechNarForCTC reported by count_parameters, in data-flow order.
 _PARTS = {
@@ -201,7 +204,7 @@ def apply_preset(
 
     Args:
         preset: one of :data:`PRESETS`.
-        num_layers: ``N`` of ``editor_last_n``.
+        num_layers: ``N`` of ``editor_last_n`` and ``editor_last_n_head``.
         lora_targets, lora_rank, lora_alpha, lora_dropout: the ``lora`` preset's adapters.
         verbose: print the trainable-parameter summary.
 
@@ -219,11 +222,15 @@ def apply_preset(
         _unfreeze(base.model.projector)
     elif preset == "editor":
         _unfreeze(base.model.language_model)
-    elif preset == "editor_last_n":
+    elif preset in ("editor_last_n", "editor_last_n_head"):
         layers = base.model.language_model.layers
         if num_layers is None or not 1 <= num_layers <= len(layers):
-            raise ValueError(f"editor_last_n needs num_layers in 1..{len(layers)}, got {num_layers}.")
+            raise ValueError(f"{preset} needs num_layers in 1..{len(layers)}, got {num_layers}.")
         _unfreeze(*layers[len(layers) - num_layers :], base.model.language_model.norm)
+        if preset == "editor_last_n_head":
+            # The output head; with tied word embeddings (the released model) its weight is the editor's
+            # input embedding, so that one tensor is trained for both uses.
+            _unfreeze(base.get_output_embeddings())
     elif preset == "lora":
         try:
             from peft import LoraConfig, get_peft_model
@@ -240,7 +247,9 @@ def apply_preset(
         )
         model = get_peft_model(base, config)
     freeze_batch_norm_statistics(base)
-    summary = count_parameters(model, preset if preset != "editor_last_n" else f"editor_last_n={num_layers}")
+    summary = count_parameters(
+        model, f"{preset}={num_layers}" if preset.startswith("editor_last_n") else preset
+    )
     if verbose:
         print(summary)
     return model, summary
