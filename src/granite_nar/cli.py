@@ -7,6 +7,7 @@
                            [--allow-truncated] [--progress]
     granite-nar serve --model M [--host H] [--port P] [--api-key KEY] ...        (docs/serving.md)
     granite-nar transcribe-dataset MANIFEST --model M --output DIR [--num-workers N] ...  (docs/scale_out.md)
+    granite-nar finetune --model M --train-manifest F --output-dir DIR [--preset P] ...  (docs/training.md)
     granite-nar --version
 
 Exit status: 0 when every file was transcribed, 1 when some could not be (each reported on stderr in one
@@ -389,6 +390,16 @@ def _transcribe_dataset(args: argparse.Namespace) -> int:
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    """``granite-nar finetune``: :mod:`granite_nar.training.finetune`; its refusals are usage errors."""
+    from granite_nar.training.finetune import FinetuneUsageError, run_from_args
+
+    try:
+        return run_from_args(args)
+    except FinetuneUsageError as err:
+        raise _UsageError(str(err)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a command parsed by :func:`granite_nar_cli.build_parser`; returns the exit status."""
     restore = _quiet_libraries()
@@ -398,6 +409,8 @@ def run(args: argparse.Namespace) -> int:
             return _serve(args)
         if args.command == "transcribe-dataset":
             return _transcribe_dataset(args)
+        if args.command == "finetune":
+            return _finetune(args)
         return _transcribe(args)
     except _UsageError as err:
         _error(str(err))

@@ -16,6 +16,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from .finetune import add_finetune_parser
+
 __all__ = ["main", "build_parser", "version", "model_problem"]
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_parser(sub)
     _add_dataset_parser(sub)
+    add_finetune_parser(sub)
     return parser
 
 
@@ -389,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error (or --help / --version) already
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    local = args.command in ("transcribe", "serve") or (
+    local = args.command in ("transcribe", "serve", "finetune") or (
         args.command == "transcribe-dataset" and args.address is None
     )
     problem = model_problem(args.model) if local else None
