@@ -8,6 +8,7 @@
     granite-nar serve --model M [--host H] [--port P] [--api-key KEY] ...        (docs/serving.md)
     granite-nar transcribe-dataset MANIFEST --model M --output DIR [--num-workers N] ...  (docs/scale_out.md)
     granite-nar finetune --model M --train-manifest F --output-dir DIR [--preset P] ...  (docs/training.md)
+    granite-nar evaluate MANIFEST --model M [--editing-steps K] [--slice-by FIELD[:EDGES] ...] ...  (docs/evaluation.md)
     granite-nar --version
 
 Exit status: 0 when every file was transcribed, 1 when some could not be (each reported on stderr in one
@@ -400,6 +401,18 @@ def _finetune(args: argparse.Namespace) -> int:
         raise _UsageError(str(err)) from None
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    """``granite-nar evaluate``: :mod:`granite_nar.training.evaluation`; its refusals are usage errors."""
+    from granite_nar.training.evaluation import EvaluationUsageError, run_from_args
+
+    _check_device(args.device)
+    _check_model_ref(args.model)
+    try:
+        return run_from_args(args)
+    except EvaluationUsageError as err:
+        raise _UsageError(str(err)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a command parsed by :func:`granite_nar_cli.build_parser`; returns the exit status."""
     restore = _quiet_libraries()
@@ -411,6 +424,8 @@ def run(args: argparse.Namespace) -> int:
             return _transcribe_dataset(args)
         if args.command == "finetune":
             return _finetune(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _transcribe(args)
     except _UsageError as err:
         _error(str(err))

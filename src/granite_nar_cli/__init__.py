@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from .evaluate import add_evaluate_parser
 from .finetune import add_finetune_parser
 
 __all__ = ["main", "build_parser", "version", "model_problem"]
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     _add_dataset_parser(sub)
     add_finetune_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -392,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and the error (or --help / --version) already
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    local = args.command in ("transcribe", "serve", "finetune") or (
+    local = args.command in ("transcribe", "serve", "finetune", "evaluate") or (
         args.command == "transcribe-dataset" and args.address is None
     )
     problem = model_problem(args.model) if local else None

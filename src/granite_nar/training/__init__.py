@@ -1,6 +1,7 @@
-"""Fine-tuning Granite Speech NAR: data, trainable-parameter presets, draft noise, metrics and the trainer.
+"""Fine-tuning Granite Speech NAR: data, trainable-parameter presets, draft noise, metrics and the trainer;
+text normalisers and the evaluation of a model on a manifest.
 
-See ``docs/training.md``. The ``lora`` preset needs the ``train`` extra (peft).
+See ``docs/training.md`` and ``docs/evaluation.md``. The ``lora`` preset needs the ``train`` extra (peft).
 """
 
 from .data import (
@@ -15,6 +16,16 @@ from .data import (
     read_manifest,
     unknown_characters,
 )
+from .evaluation import (
+    EvaluationReport,
+    EvaluationUsageError,
+    RowFailure,
+    SliceScore,
+    SliceSpec,
+    StepScore,
+    UtteranceResult,
+    evaluate_manifest,
+)
 from .metrics import (
     EditCounts,
     ErrorRate,
@@ -26,6 +37,13 @@ from .metrics import (
     word_error_rate,
 )
 from .noise import DraftNoise
+from .normalizers import (
+    TextNormalizer,
+    TranscriptScorer,
+    UtteranceErrors,
+    build_normalizer,
+    load_spelling_mapping,
+)
 from .presets import (
     PRESETS,
     TrainableSummary,
@@ -67,6 +85,11 @@ __all__ = [
     "split_words",
     "word_error_rate",
     "DraftNoise",
+    "TextNormalizer",
+    "TranscriptScorer",
+    "UtteranceErrors",
+    "build_normalizer",
+    "load_spelling_mapping",
     "PRESETS",
     "TrainableSummary",
     "apply_preset",
@@ -85,4 +108,12 @@ __all__ = [
     "compute_nar_losses",
     "save_merged_model",
     "step_name",
+    "EvaluationReport",
+    "EvaluationUsageError",
+    "RowFailure",
+    "SliceScore",
+    "SliceSpec",
+    "StepScore",
+    "UtteranceResult",
+    "evaluate_manifest",
 ]
