@@ -35,7 +35,9 @@ What a run does, in order:
    ``OUTPUT_DIR/finetune_summary.json`` (:class:`FinetuneResult` and the options).
 
 Every checkpoint also holds ``finetune_state.safetensors``: the draft noise's random generator and the time
-spent, which a resumed run restores, so that resuming reproduces the uninterrupted run.
+spent, which a resumed run restores, so that resuming within the first epoch reproduces the uninterrupted run
+bit for bit (in later epochs the length-grouped batches come in another order: the trainer's sampler starts
+again from its seed).
 
 Adding an option: a field of :class:`FinetuneOptions` (a check in :func:`check_options` if it can be
 wrong), the same ``dest`` and default in :func:`granite_nar_cli.finetune.add_finetune_parser`, and its use in
