@@ -443,7 +443,7 @@ class _TimeBudget(WallClockBudget):
     def on_step_begin(self, args, state, control, **kwargs):
         if self.start is None:
             self.start = time.monotonic() - self.spent_seconds
-            self._last_evaluation = self.spent_seconds  # the resumed checkpoint was saved with an evaluation
+            self._last_evaluation = self.spent_seconds  # a checkpoint is saved with each evaluation
         return super().on_step_begin(args, state, control, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
