@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import re
 
+from .evaluate import NORMALIZE_CHOICES
+
 __all__ = ["add_finetune_parser", "PRESETS", "NUM_LAYERS_PRESETS"]
 
 # granite_nar.training.PRESETS, repeated so that parsing imports nothing heavy (a test keeps them equal).
 PRESETS = ("full", "encoder", "projector", "editor", "editor_last_n", "editor_last_n_head", "lora")
 # The presets that train the last N editor layers: they need --num-layers.
 NUM_LAYERS_PRESETS = ("editor_last_n", "editor_last_n_head")
+# The training objectives: token-level (supervised fine-tuning) or the sequence-level stage.
+OBJECTIVES = ("sft", "sequence")
 
 DESCRIPTION = """\
 Fine-tune Granite Speech NAR on JSON-lines manifests ({"audio_path": ..., "text": ..., "duration_sec": ...}
@@ -105,6 +109,44 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--deletion-prob", type=float, default=0.03)
     g.add_argument("--insertion-prob", type=float, default=0.03)
     g.add_argument("--reference-prob", type=float, default=0.0)
+    g.add_argument(
+        "--self-correction-prob",
+        type=_fraction,
+        default=0.0,
+        help="per utterance, start from the model's own edit-1 output instead of the encoder draft, so that "
+        "a second editing step learns to fix what the first missed (0)",
+    )
+    g = p.add_argument_group(
+        "sequence-level stage",
+        "--objective sequence samples --group-size hypotheses per utterance from the editor's slot posteriors, "
+        "scores them by --risk against the reference and minimises the expected risk, plus --anchor-weight "
+        "times the editing CTC loss (docs/training.md#the-sequence-level-stage)",
+    )
+    g.add_argument("--objective", choices=OBJECTIVES, default="sft", help="sft (default) or sequence")
+    g.add_argument("--group-size", type=int, default=8, metavar="G", help="hypotheses per utterance (8)")
+    g.add_argument(
+        "--sample-temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="slot logits / T before sampling (1)",
+    )
+    g.add_argument(
+        "--risk", choices=("wer", "cer"), default="wer", help="error rate each hypothesis scores (wer)"
+    )
+    g.add_argument(
+        "--advantage",
+        choices=("group", "mwer"),
+        default="mwer",
+        help="mwer: risk relative to the group mean (default); group: that over the group's standard deviation",
+    )
+    g.add_argument("--anchor-weight", type=float, default=1.0, help="weight of the editing CTC anchor (1)")
+    g.add_argument(
+        "--encoder-sequence-weight",
+        type=float,
+        default=0.0,
+        help="weight of the same objective on the encoder's BPE-CTC draft (0: editor only)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=float, default=1.0)
     g.add_argument(
@@ -130,6 +172,9 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU, or a GPU with bfloat16 support)")
     g.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--logging-steps", type=int, default=25, metavar="N", help="log the losses every N steps (25)"
+    )
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-steps", type=int, default=500, metavar="N", help="evaluate every N steps (500)")
     g.add_argument(
@@ -155,4 +200,13 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
         help="keep only the best checkpoint; final/ is the best model",
     )
     g.add_argument("--ignore-spaces", action="store_true", help="CER without spaces (Chinese, Japanese)")
+    g.add_argument(
+        "--normalize",
+        nargs="+",
+        choices=NORMALIZE_CHOICES,
+        default=["basic"],
+        metavar="STEP",
+        help="text normalisation before scoring the dev set and the sequence stage's samples, as for "
+        "granite-nar evaluate: english, basic (= nfkc case punctuation), nfkc, case, punctuation, none (basic)",
+    )
     return p

@@ -137,6 +137,13 @@ def test_argument_errors_are_one_line_before_the_model_loads(capsys, tmp_path, m
         "--metric edit3_cer: not a metric of this evaluation (--num-editing-steps 2); choose one of loss, "
         "draft_cer, draft_wer, edit1_cer, edit1_wer, edit2_cer, edit2_wer"
     )
+    # The sequence-level stage's settings.
+    assert _refusal(capsys, *common, "--objective", "sequence", "--group-size", "1") == (
+        "--objective sequence: group_size must be at least 2 (a group needs a baseline), got 1."
+    )
+    assert _refusal(capsys, *common, "--objective", "sequence", "--sample-temperature", "0") == (
+        "--objective sequence: temperature must be positive, got 0.0."
+    )
     # --model: granite-nar's own checks (before torch is imported), then the checkpoint folder's.
     argv = ["--train-manifest", manifest, "--output-dir", tmp_path]
     assert _refusal(capsys, *argv, model=tmp_path) == (
@@ -407,3 +414,42 @@ def test_minutes_trains_for_a_wall_clock_budget(capsys, tmp_path, manifest):
     assert summary["evaluations"] == [] and summary["best_metric"] is None
     assert (out / f"checkpoint-{summary['steps']}").is_dir()
     assert "; no evaluation; final model in" in capsys.readouterr().out
+
+
+def test_sequence_stage_and_self_correction_train_resume_and_save_loadable_checkpoints(
+    capsys, tmp_path, manifest
+):
+    """--objective sequence logs the sampled objective next to the CTC anchor, trains only what the preset
+    allows, and resumes bit for bit (the sampling generator is in the checkpoint); --self-correction-prob
+    trains the editor on its own edits; both leave checkpoints that load."""
+    train = tmp_path / "train.jsonl"  # 8 rows: 4 steps of 2 are one epoch
+    train.write_text(manifest.read_text() * 2)
+    common = [
+        "--model", TINY, "--train-manifest", train, "--max-steps", "4", "--batch-size", "2",
+        "--warmup-steps", "0", "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--logging-steps", "1",
+    ]  # fmt: skip
+    sequence = [
+        "--preset", "editor", "--objective", "sequence", "--group-size", "3", "--anchor-weight", "0.3",
+        "--eval-manifest", manifest, "--eval-steps", "2", "--normalize", "english",
+    ]  # fmt: skip
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert finetune(*common, *sequence, "--output-dir", whole) == 0
+    log = capsys.readouterr().out
+    assert "'policy_loss'" in log and "'sample_risk'" in log and "'greedy_risk'" in log
+    assert _summary(whole)["arguments"]["objective"] == "sequence"
+    trained, start = _weights(whole / "final"), _weights(TINY)
+    assert not _same(trained, start)
+    # Only the editor was trainable: the encoder is untouched.
+    assert all(torch.equal(v, start[k]) for k, v in trained.items() if k.startswith("model.encoder."))
+    GraniteSpeechNarForCTC.from_pretrained(whole / "final")
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    assert finetune(*common, *sequence, "--output-dir", resumed, "--resume-from-checkpoint") == 0
+    capsys.readouterr()
+    assert _same(_weights(resumed / "final"), trained)
+
+    out = tmp_path / "self-correction"
+    assert finetune(*common, "--preset", "editor", "--self-correction-prob", "1", "--output-dir", out) == 0
+    assert "'ctc_loss'" in capsys.readouterr().out
+    assert _summary(out)["arguments"]["self_correction_prob"] == 1.0
+    assert not _same(_weights(out / "final"), _weights(TINY))

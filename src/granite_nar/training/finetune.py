@@ -65,7 +65,9 @@ from ..model.configuration_granite_speech_nar import GraniteSpeechNarConfig
 from ..model.modeling_granite_speech_nar import GraniteSpeechNarForCTC
 from .data import DataCollatorForGraniteSpeechNar, ManifestError, ManifestFilter, SpeechDataset, read_manifest
 from .noise import DraftNoise
+from .normalizers import build_normalizer
 from .presets import PRESETS, apply_preset
+from .sequence import SequenceObjective
 from .trainer import GraniteSpeechNarTrainer, TranscriptionEvaluator, WallClockBudget, step_name
 
 __all__ = [
@@ -131,6 +133,15 @@ class FinetuneOptions:
     deletion_prob: float = 0.03
     insertion_prob: float = 0.03
     reference_prob: float = 0.0
+    self_correction_prob: float = 0.0
+    # sequence-level stage
+    objective: str = "sft"
+    group_size: int = 8
+    sample_temperature: float = 1.0
+    risk: str = "wer"
+    advantage: str = "mwer"
+    anchor_weight: float = 1.0
+    encoder_sequence_weight: float = 0.0
     # optimisation
     epochs: float = 1.0
     max_steps: int = -1
@@ -143,6 +154,7 @@ class FinetuneOptions:
     bf16: bool = False
     threads: int | None = None
     seed: int = 0
+    logging_steps: int = 25
     # evaluation
     eval_steps: int = 500
     eval_minutes: float | None = None
@@ -151,6 +163,7 @@ class FinetuneOptions:
     num_editing_steps: int = 2
     keep_best_only: bool = False
     ignore_spaces: bool = False
+    normalize: list[str] = field(default_factory=lambda: ["basic"])
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FinetuneOptions:
@@ -207,6 +220,24 @@ def metric_names(num_editing_steps: int) -> list[str]:
     return ["loss"] + [f"{name}_{rate}" for name in steps for rate in ("cer", "wer")]
 
 
+def sequence_objective(opts: FinetuneOptions) -> SequenceObjective | None:
+    """The :class:`~granite_nar.training.SequenceObjective` of ``--objective sequence`` (None for ``sft``);
+    raises ``ValueError`` naming a bad setting."""
+    if opts.objective != "sequence":
+        return None
+    return SequenceObjective(
+        group_size=opts.group_size,
+        temperature=opts.sample_temperature,
+        risk=opts.risk,
+        advantage=opts.advantage,
+        anchor_weight=opts.anchor_weight,
+        encoder_weight=opts.encoder_sequence_weight,
+        ignore_spaces=opts.ignore_spaces,
+        normalize=build_normalizer(opts.normalize),
+        seed=opts.seed,
+    )
+
+
 def check_options(opts: FinetuneOptions) -> FinetuneOptions:
     """Refuse options that would fail later (after the model has loaded); returns them with
     ``resume_from_checkpoint=True`` resolved to the last checkpoint folder."""
@@ -228,9 +259,26 @@ def check_options(opts: FinetuneOptions) -> FinetuneOptions:
         raise FinetuneUsageError(
             f"--max-unknown-fraction: expected a fraction in [0, 1], got {opts.max_unknown_fraction}"
         )
-    for option, value in (("--batch-size", opts.batch_size), ("--grad-accum", opts.grad_accum)):
+    for option, value in (
+        ("--batch-size", opts.batch_size),
+        ("--grad-accum", opts.grad_accum),
+        ("--logging-steps", opts.logging_steps),
+    ):
         if value < 1:
             raise FinetuneUsageError(f"{option} must be at least 1, got {value}")
+    if opts.objective not in ("sft", "sequence"):
+        raise FinetuneUsageError(f"--objective {opts.objective}: choose sft or sequence")
+    if opts.objective == "sequence":
+        try:
+            sequence_objective(opts)
+        except ValueError as err:
+            raise FinetuneUsageError(f"--objective sequence: {_one_line(err)}") from None
+    try:
+        build_normalizer(opts.normalize)
+    except ValueError as err:
+        raise FinetuneUsageError(f"--normalize: {_one_line(err)}") from None
+    if not 0.0 <= opts.self_correction_prob <= 1.0:
+        raise FinetuneUsageError(f"--self-correction-prob must be in [0, 1], got {opts.self_correction_prob}")
     if opts.minutes is not None and not opts.minutes > 0:
         raise FinetuneUsageError(f"--minutes must be above 0, got {opts.minutes}")
     if opts.eval_minutes is not None:
@@ -395,7 +443,7 @@ def training_arguments(opts: FinetuneOptions, *, use_cpu: bool) -> TrainingArgum
         lr_scheduler_type="cosine",  # replaced by the budget's lr_lambda with minutes
         bf16=opts.bf16,
         use_cpu=use_cpu,
-        logging_steps=25,
+        logging_steps=opts.logging_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=every,
         save_strategy="best" if evaluate and opts.keep_best_only else "steps",
@@ -483,12 +531,16 @@ class _EvaluateAtStart(TrainerCallback):
 
 
 class _RunState(TrainerCallback):
-    """Writes ``finetune_state.safetensors`` into every checkpoint: the draft noise's generator state and the
-    seconds spent (for a wall-clock budget); :meth:`restore` reads them back when resuming."""
+    """Writes ``finetune_state.safetensors`` into every checkpoint: the generator states of the draft noise and
+    of the sequence stage's sampling, and the seconds spent (for a wall-clock budget); :meth:`restore` reads
+    them back when resuming."""
 
-    def __init__(self, noise: DraftNoise, budget: _TimeBudget | None):
+    def __init__(
+        self, noise: DraftNoise, budget: _TimeBudget | None, sequence: SequenceObjective | None = None
+    ):
         self.noise = noise
         self.budget = budget
+        self.sequence = sequence
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
@@ -496,8 +548,11 @@ class _RunState(TrainerCallback):
             from safetensors.torch import save_file
 
             spent = self.budget.elapsed() if self.budget is not None else 0.0
+            tensors = {"draft_noise_generator": self.noise._generator.get_state()}
+            if self.sequence is not None:
+                tensors["sequence_sampling_generator"] = self.sequence._generator.get_state()
             save_file(
-                {"draft_noise_generator": self.noise._generator.get_state()},
+                tensors,
                 str(folder / STATE_NAME),
                 metadata={"spent_seconds": repr(spent)},
             )
@@ -510,6 +565,8 @@ class _RunState(TrainerCallback):
 
         with safe_open(str(path), framework="pt") as f:
             self.noise._generator.set_state(f.get_tensor("draft_noise_generator"))
+            if self.sequence is not None and "sequence_sampling_generator" in f.keys():
+                self.sequence._generator.set_state(f.get_tensor("sequence_sampling_generator"))
             spent = float((f.metadata() or {}).get("spent_seconds", 0.0))
         if self.budget is not None:
             self.budget.spent_seconds = spent
@@ -548,6 +605,7 @@ def build_trainer(
             evaluate_every_seconds=None if opts.eval_minutes is None else opts.eval_minutes * 60.0,
             can_evaluate=eval_set is not None,
         )
+    sequence = sequence_objective(opts)
     evaluator = None
     if eval_set is not None:
         evaluator = TranscriptionEvaluator(
@@ -556,6 +614,7 @@ def build_trainer(
             processor.tokenizer,
             num_editing_steps=opts.num_editing_steps,
             batch_size=opts.batch_size,
+            normalize=build_normalizer(opts.normalize),
             ignore_spaces=opts.ignore_spaces,
         )
     trainer = _FinetuneTrainer(
@@ -568,10 +627,11 @@ def build_trainer(
         edit_loss_weight=opts.edit_loss_weight,
         transcription_evaluator=evaluator,
         processor=processor,
+        sequence_objective=sequence,
         lr_lambda=budget.lr_lambda if budget is not None else None,
         callbacks=[budget] if budget is not None else None,
     )
-    run_state = _RunState(noise, budget)
+    run_state = _RunState(noise, budget, sequence)
     trainer.add_callback(run_state)
     at_start = None
     eval_at_start = opts.eval_at_start if opts.eval_at_start is not None else eval_set is not None
@@ -650,6 +710,7 @@ def _run(opts: FinetuneOptions, config: GraniteSpeechNarConfig, use_cpu: bool) -
         deletion_prob=opts.deletion_prob,
         insertion_prob=opts.insertion_prob,
         reference_prob=opts.reference_prob,
+        self_correction_prob=opts.self_correction_prob,
         vocab_size=model.config.text_config.vocab_size,
         excluded_ids=sorted(special),
         seed=opts.seed,
