@@ -441,7 +441,15 @@ def test_sequence_stage_and_self_correction_train_resume_and_save_loadable_check
     assert not _same(trained, start)
     # Only the editor was trainable: the encoder is untouched.
     assert all(torch.equal(v, start[k]) for k, v in trained.items() if k.startswith("model.encoder."))
-    GraniteSpeechNarForCTC.from_pretrained(whole / "final")
+    # granite-nar evaluate loads the final model and scores it as the run's last evaluation did.
+    report = tmp_path / "report.json"
+    command = ["evaluate", str(manifest), "--model", str(whole / "final"), "--normalize", "english"]
+    assert granite_nar_cli.main([*command, "--json", str(report), "--threads", "1"]) == 0
+    scores, last = json.loads(report.read_text())["overall"]["steps"], _summary(whole)["evaluations"][-1]
+    assert last["step"] == 4
+    for step in ("draft", "edit1", "edit2"):
+        assert scores[step]["cer"] == pytest.approx(last[f"eval_{step}_cer"], abs=1e-12)
+        assert scores[step]["wer"] == pytest.approx(last[f"eval_{step}_wer"], abs=1e-12)
     resumed.mkdir()
     shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
     assert finetune(*common, *sequence, "--output-dir", resumed, "--resume-from-checkpoint") == 0
