@@ -403,7 +403,7 @@ def test_minutes_trains_for_a_wall_clock_budget(capsys, tmp_path, manifest):
 
     with safe_open(str(last / STATE_NAME), framework="pt") as f:
         assert float(f.metadata()["spent_seconds"]) >= budget * 60
-    scheduler = torch.load(last / "scheduler.pt", weights_only=False)
+    scheduler = torch.load(last / "scheduler.pt", weights_only=True)
     assert all(lr < 1e-3 for lr in scheduler["_last_lr"])
     capsys.readouterr()
 
