@@ -16,6 +16,9 @@ import re
 import sys
 from collections.abc import Sequence
 
+from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
 from .evaluate import add_evaluate_parser
 from .finetune import add_finetune_parser
 
@@ -48,27 +51,6 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"{parser.prog} {version()}")
         parser.exit()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
+
 __all__ = ["add_evaluate_parser", "NORMALIZE_CHOICES"]
 
 NORMALIZE_CHOICES = ("english", "basic", "nfkc", "case", "punctuation", "none")
@@ -20,27 +24,6 @@ and of every editing step, overall and per slice of the manifest's fields, the d
 RTFx. A table goes to stdout; --json writes the report, --predictions every utterance's transcripts and
 errors. A bad row or audio file is one line on stderr, is counted in the report and leaves the others
 scored (exit status 1); usage errors exit with 2. See docs/evaluation.md."""
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def add_evaluate_parser(sub) -> argparse.ArgumentParser:
