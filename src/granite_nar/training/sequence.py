@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..model.ctc import Divisor, NarLosses, ctc_collapse, nar_losses
+from ..model.ctc import Divisor, NarLosses, ctc_collapse, ctc_greedy_decode, nar_losses
 from .metrics import Normalizer, basic_normalize, char_error_rate, word_error_rate
 from .presets import unwrap_model
 
@@ -222,7 +222,7 @@ def _sampled_objective(
     hypotheses = [decode([h.tolist() for h in group]) for group in collapse_paths(paths, lengths, blank)]
     risk = objective.risk_fn()
     risks = hypothesis_risks(references, hypotheses, risk)
-    greedy = decode([h.tolist() for h in ctc_collapse(logits.detach().argmax(-1), lengths, blank)])
+    greedy = decode([h.tolist() for h in ctc_greedy_decode(logits.detach(), lengths, blank)])
     greedy_risk = sum(risk(r, h) for r, h in zip(references, greedy, strict=True)) / max(len(references), 1)
     log_probs = path_log_probs(logits, paths, lengths, objective.temperature)
     count = torch.tensor(float(sum(lengths)), device=logits.device)
